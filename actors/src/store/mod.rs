@@ -1,0 +1,48 @@
+//! Postgres storage: the connection pool, the embedded migrations, and every
+//! query the pipeline and the tests run, as plain functions over a connection.
+
+pub mod schema;
+
+mod migrate;
+mod results;
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::ConnectionManager;
+
+pub use migrate::{revert_all_migrations, run_migrations};
+pub use results::{dead_letter_counts, load_rows, load_stream_state};
+
+/// A pool of Postgres connections.
+pub type Pool = r2d2::Pool<ConnectionManager<PgConnection>>;
+
+/// A connection checked out of the pool.
+pub type PooledConn = r2d2::PooledConnection<ConnectionManager<PgConnection>>;
+
+/// Errors of the storage layer, one variant per operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The pool could not be built or could not hand out a connection.
+    #[error("cannot get a database connection: {0}")]
+    Connect(#[from] r2d2::Error),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// Applying or reverting migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+}
+
+/// Result alias of the storage layer.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Builds a pool of at most `max_size` connections to `database_url`.
+/// Connections are opened lazily, so an unreachable database does not stop
+/// start-up; the first query reports it.
+pub fn pool(database_url: &str, max_size: u32) -> Result<Pool> {
+    let manager = ConnectionManager::<PgConnection>::new(database_url);
+    Ok(r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(0))
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .build_unchecked(manager))
+}

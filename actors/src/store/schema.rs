@@ -1,0 +1,73 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    consumer_offsets (group_id, topic, partition) {
+        group_id -> Text,
+        topic -> Text,
+        partition -> Int4,
+        next_offset -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    dead_letters (id) {
+        id -> Int8,
+        topic -> Text,
+        partition -> Int4,
+        kafka_offset -> Int8,
+        reason -> Text,
+        error -> Text,
+        payload -> Bytea,
+        kafka_key -> Nullable<Bytea>,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stream_metrics_minute (window_start, stream_id) {
+        window_start -> Timestamptz,
+        window_end -> Timestamptz,
+        stream_id -> Text,
+        active_viewers -> Int8,
+        chat_messages -> Int8,
+        donations_usd -> Nullable<Numeric>,
+        donations_cents -> Int8,
+        events -> Int8,
+        chat_chars -> Int8,
+        donations -> Int8,
+        viewer_joins -> Int8,
+        viewer_leaves -> Int8,
+        unique_chatters -> Int8,
+        is_final -> Bool,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stream_state (stream_id) {
+        stream_id -> Text,
+        is_live -> Bool,
+        active_viewers -> Int8,
+        last_event_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    window_snapshots (stream_id) {
+        stream_id -> Text,
+        topic -> Text,
+        partition -> Int4,
+        state -> Jsonb,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    consumer_offsets,
+    dead_letters,
+    stream_metrics_minute,
+    stream_state,
+    window_snapshots,
+);

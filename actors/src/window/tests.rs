@@ -1,0 +1,274 @@
+//! Hand-computed cases pinning the window semantics of SPEC §3.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::*;
+use crate::event::{Event, EventKind};
+
+const LATENESS: TimeDelta = TimeDelta::minutes(10);
+
+fn at(hms: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&format!("2025-12-20T{hms}Z"))
+        .expect("valid test time")
+        .with_timezone(&Utc)
+}
+
+fn ev(hms: &str, kind: EventKind) -> Event {
+    Event {
+        event_id: format!("e-{hms}"),
+        ts: at(hms),
+        stream_id: "s".into(),
+        kind,
+    }
+}
+
+fn join(hms: &str, user: &str) -> Event {
+    ev(
+        hms,
+        EventKind::ViewerJoin {
+            user_id: user.into(),
+        },
+    )
+}
+
+fn leave(hms: &str, user: &str) -> Event {
+    ev(
+        hms,
+        EventKind::ViewerLeave {
+            user_id: user.into(),
+        },
+    )
+}
+
+fn chat(hms: &str, user: &str, len: i64) -> Event {
+    ev(
+        hms,
+        EventKind::ChatMessage {
+            user_id: user.into(),
+            message_len: len,
+        },
+    )
+}
+
+fn donate(hms: &str, user: &str, cents: i64) -> Event {
+    ev(
+        hms,
+        EventKind::Donation {
+            user_id: user.into(),
+            amount_cents: cents,
+        },
+    )
+}
+
+fn run(events: &[Event]) -> (StreamWindows, Vec<Applied>) {
+    let mut s = StreamWindows::new("s");
+    let applied = events.iter().map(|e| s.apply(e, LATENESS)).collect();
+    (s, applied)
+}
+
+/// Rows as the table would hold them after everything is written.
+fn table(s: &mut StreamWindows) -> Vec<WindowRow> {
+    let mut rows: std::collections::BTreeMap<DateTime<Utc>, WindowRow> = Default::default();
+    for row in s.take_changes().rows {
+        rows.insert(row.window_start, row);
+    }
+    rows.into_values().collect()
+}
+
+#[test]
+fn minute_bucketing_is_floor_to_the_minute() {
+    assert_eq!(minute_of(at("18:34:38.300308")), at("18:34:00"));
+    assert_eq!(minute_of(at("18:34:00")), at("18:34:00"));
+    assert_eq!(minute_of(at("18:34:59.999999")), at("18:34:00"));
+    let before_epoch = DateTime::from_timestamp(-1, 0).expect("valid");
+    assert_eq!(minute_of(before_epoch).timestamp(), -60);
+}
+
+#[test]
+fn presence_set_ignores_duplicate_joins_and_absent_leaves() {
+    let (mut s, _) = run(&[
+        join("10:00:01", "a"),
+        join("10:00:02", "a"),
+        leave("10:00:03", "ghost"),
+        join("10:00:04", "b"),
+    ]);
+    let rows = table(&mut s);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].active_viewers, 2);
+    assert_eq!(rows[0].viewer_joins, 3);
+    assert_eq!(rows[0].viewer_leaves, 1);
+    assert_eq!(rows[0].events, 4);
+    assert_eq!(s.state_row().active_viewers, 2);
+}
+
+#[test]
+fn stream_stop_clears_viewers_and_ends_live() {
+    let (mut s, _) = run(&[
+        ev("10:00:00", EventKind::StreamStart),
+        join("10:00:01", "a"),
+        join("10:00:02", "b"),
+        ev("10:00:30", EventKind::StreamStop),
+    ]);
+    let rows = table(&mut s);
+    assert_eq!(rows[0].active_viewers, 0);
+    assert_eq!(rows[0].events, 4);
+    let state = s.state_row();
+    assert!(!state.is_live);
+    assert_eq!(state.active_viewers, 0);
+    assert_eq!(state.last_event_at, Some(at("10:00:30")));
+}
+
+#[test]
+fn active_viewers_is_the_set_size_after_the_windows_last_event_in_log_order() {
+    // Log order: join a (10:01), join b (10:00, out of order), join c (10:01), leave a (10:00).
+    // Window 10:00 last event is "leave a": set {b, c} → 2.
+    // Window 10:01 last event is "join c": set {a, b, c} → 3.
+    let (mut s, applied) = run(&[
+        join("10:01:10", "a"),
+        join("10:00:50", "b"),
+        join("10:01:20", "c"),
+        leave("10:00:55", "a"),
+    ]);
+    assert!(applied.iter().all(|a| *a == Applied::Applied));
+    let rows = table(&mut s);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].window_start, rows[0].active_viewers),
+        (at("10:00:00"), 2)
+    );
+    assert_eq!(
+        (rows[1].window_start, rows[1].active_viewers),
+        (at("10:01:00"), 3)
+    );
+    assert_eq!(s.state_row().active_viewers, 2);
+    assert_eq!(s.state_row().last_event_at, Some(at("10:01:20")));
+}
+
+#[test]
+fn unique_chatters_chat_chars_and_exact_donations() {
+    let (mut s, _) = run(&[
+        chat("10:00:01", "a", 5),
+        chat("10:00:02", "a", 7),
+        chat("10:00:03", "b", 0),
+        donate("10:00:04", "a", 10),
+        donate("10:00:05", "b", 20),
+        donate("10:00:06", "c", 1),
+    ]);
+    let rows = table(&mut s);
+    assert_eq!(rows[0].chat_messages, 3);
+    assert_eq!(rows[0].chat_chars, 12);
+    assert_eq!(rows[0].unique_chatters, 2);
+    assert_eq!(rows[0].donations, 3);
+    assert_eq!(rows[0].donation_cents, 31);
+    assert_eq!(rows[0].active_viewers, 0);
+    assert!(
+        s.state_row().is_live,
+        "activity without stream_start marks the stream live"
+    );
+}
+
+#[test]
+fn out_of_order_within_lateness_is_applied_and_outside_is_late() {
+    let (mut s, applied) = run(&[
+        chat("10:20:00", "a", 1), // watermark 10:10:00
+        chat("10:12:30", "a", 1), // window [10:12, 10:13) open: applied
+        chat("10:09:59", "a", 1), // window [10:09, 10:10) ends at 10:10 <= watermark: late
+    ]);
+    assert_eq!(applied, [Applied::Applied, Applied::Applied, Applied::Late]);
+    assert_eq!(s.watermark(), Some(at("10:10:00")));
+    let rows = table(&mut s);
+    assert_eq!(rows.iter().map(|r| r.events).sum::<i64>(), 2);
+    assert!(rows.iter().all(|r| !r.is_final));
+}
+
+#[test]
+fn window_ending_exactly_at_the_watermark_is_final() {
+    let (mut s, applied) = run(&[
+        chat("10:00:30", "a", 1),
+        chat("10:11:00", "a", 1), // watermark 10:01:00 = end of [10:00, 10:01)
+        chat("10:00:59", "a", 1), // its window is final now: late
+        chat("10:01:00", "a", 1), // [10:01, 10:02) ends after the watermark: applied
+    ]);
+    assert_eq!(
+        applied,
+        [
+            Applied::Applied,
+            Applied::Applied,
+            Applied::Late,
+            Applied::Applied
+        ]
+    );
+    let rows = table(&mut s);
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0].is_final && rows[0].window_start == at("10:00:00") && rows[0].events == 1);
+    assert!(!rows[1].is_final && rows[1].window_start == at("10:01:00"));
+    assert!(!rows[2].is_final && rows[2].window_start == at("10:11:00"));
+    assert_eq!(s.open_windows(), 2, "the final window left memory");
+}
+
+#[test]
+fn late_events_change_nothing() {
+    let (mut s, applied) = run(&[join("10:20:00", "a"), leave("10:00:00", "a")]);
+    assert_eq!(applied[1], Applied::Late);
+    assert_eq!(
+        s.state_row().active_viewers,
+        1,
+        "a late leave does not touch the presence set"
+    );
+    assert_eq!(table(&mut s).len(), 1);
+}
+
+#[test]
+fn idle_advance_finalizes_and_never_moves_back() {
+    let (mut s, _) = run(&[chat("10:00:10", "a", 1), chat("10:05:10", "a", 1)]);
+    let _ = s.take_changes();
+    s.advance_watermark(at("10:03:00"));
+    let closed = s.take_changes();
+    assert_eq!(closed.rows.len(), 1);
+    assert!(closed.rows[0].is_final && closed.rows[0].window_start == at("10:00:00"));
+    s.advance_watermark(at("10:01:00"));
+    assert_eq!(s.watermark(), Some(at("10:03:00")));
+    s.advance_watermark(at("11:00:00"));
+    let closed = s.take_changes();
+    assert_eq!(closed.rows.len(), 1);
+    assert!(closed.rows[0].is_final && closed.rows[0].window_start == at("10:05:00"));
+    assert_eq!(s.open_windows(), 0);
+}
+
+#[test]
+fn take_changes_reports_only_what_changed_since_last_time() {
+    let mut s = StreamWindows::new("s");
+    s.apply(&chat("10:00:01", "a", 1), LATENESS);
+    s.apply(&chat("10:01:01", "a", 1), LATENESS);
+    assert_eq!(s.take_changes().rows.len(), 2);
+    assert!(s.take_changes().is_empty());
+    s.apply(&chat("10:01:02", "b", 1), LATENESS);
+    let changes = s.take_changes();
+    assert_eq!(changes.rows.len(), 1);
+    assert_eq!(changes.rows[0].unique_chatters, 2);
+    assert!(changes.state.is_some());
+}
+
+#[test]
+fn snapshot_round_trips_and_continues_identically() {
+    let events = [
+        join("10:00:01", "a"),
+        chat("10:00:02", "a", 4),
+        join("10:01:01", "b"),
+        donate("10:02:00", "b", 150),
+    ];
+    let (mut straight, _) = run(&events);
+    let (mut first, _) = run(&events[..2]);
+    let _ = first.take_changes();
+    let json = serde_json::to_string(&first).expect("serialisable");
+    let mut resumed: StreamWindows = serde_json::from_str(&json).expect("deserialisable");
+    for e in &events[2..] {
+        resumed.apply(e, LATENESS);
+    }
+    resumed.advance_watermark(at("12:00:00"));
+    straight.advance_watermark(at("12:00:00"));
+    let resumed_rows = table(&mut resumed);
+    let straight_rows = table(&mut straight);
+    assert_eq!(resumed_rows.len(), 3);
+    assert_eq!(straight_rows, resumed_rows);
+}
