@@ -1,1 +1,29 @@
-fn main() {}
+//! The `streamstats` binary: parses the command line, sets up logging and
+//! runs one subcommand. Everything else lives in `streamstats-actors`.
+
+mod cli;
+mod generate;
+mod migrate;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Migrate(args) => migrate::run(args).map_err(Into::into),
+        Command::Generate(args) => generate::run(args).map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("streamstats stopped: {err}");
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

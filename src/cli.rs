@@ -1,0 +1,178 @@
+//! Command-line interface: every setting is a flag with an environment
+//! variable fallback and a default that works with the local stack.
+//! `value_name` is the variable's name, so a bad value's error names it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+/// Real-time streaming analytics: Kafka events to per-minute Postgres windows, exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "streamstats", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations and exit.
+    Migrate(MigrateArgs),
+    /// Produce deterministic events to Kafka.
+    Generate(GenerateArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "postgres://streamstats@127.0.0.1:55432/streamstats"
+    )]
+    pub database_url: String,
+}
+
+/// Where the broker and topic are.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Comma-separated bootstrap servers.
+    #[arg(
+        long,
+        env = "KAFKA_BROKERS",
+        value_name = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    pub kafka_brokers: String,
+    /// Topic the events are on.
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC",
+        value_name = "KAFKA_TOPIC",
+        default_value = "stream.events"
+    )]
+    pub kafka_topic: String,
+}
+
+/// `streamstats migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Revert every migration instead (drops all pipeline tables and data).
+    #[arg(long)]
+    pub revert: bool,
+}
+
+/// `streamstats generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Seed of the deterministic sequence: same seed and flags, same bytes.
+    #[arg(long, env = "GEN_SEED", value_name = "GEN_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Messages per second; 0 sends as fast as possible.
+    #[arg(long, env = "GEN_RATE", value_name = "GEN_RATE", default_value_t = 20.0)]
+    pub rate: f64,
+    /// Messages to send; unbounded when absent.
+    #[arg(long, env = "GEN_COUNT", value_name = "GEN_COUNT")]
+    pub count: Option<u64>,
+    /// Number of distinct streams.
+    #[arg(long, env = "GEN_STREAMS", value_name = "GEN_STREAMS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams: u32,
+    /// Number of distinct users.
+    #[arg(long, env = "GEN_USERS", value_name = "GEN_USERS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub users: u32,
+    /// Virtual clock: time of the first event (RFC 3339). Live clock when absent.
+    #[arg(long, env = "GEN_START_TIME", value_name = "GEN_START_TIME", value_parser = parse_time)]
+    pub start_time: Option<DateTime<Utc>>,
+    /// Virtual clock: event-time spacing between messages.
+    #[arg(long, env = "GEN_SPACING", value_name = "GEN_SPACING", default_value = "100ms",
+          value_parser = parse_duration)]
+    pub spacing: Duration,
+    /// Fraction of events stamped behind the clock, within the lateness.
+    #[arg(long, env = "GEN_OUT_OF_ORDER", value_name = "GEN_OUT_OF_ORDER", default_value_t = 0.0,
+          value_parser = parse_fraction)]
+    pub out_of_order: f64,
+    /// Fraction of events aimed at an already final window.
+    #[arg(long, env = "GEN_LATE", value_name = "GEN_LATE", default_value_t = 0.0,
+          value_parser = parse_fraction)]
+    pub late: f64,
+    /// Fraction of messages that violate the event contract.
+    #[arg(long, env = "GEN_MALFORMED", value_name = "GEN_MALFORMED", default_value_t = 0.0,
+          value_parser = parse_fraction)]
+    pub malformed: f64,
+    /// Fraction of messages sent twice.
+    #[arg(long, env = "GEN_DUPLICATE", value_name = "GEN_DUPLICATE", default_value_t = 0.0,
+          value_parser = parse_fraction)]
+    pub duplicate: f64,
+    /// The pipeline's allowed lateness, used to aim late events.
+    #[arg(long, env = "ALLOWED_LATENESS", value_name = "ALLOWED_LATENESS", default_value = "10m",
+          value_parser = parse_duration)]
+    pub allowed_lateness: Duration,
+    /// Create the topic with this many partitions when it does not exist.
+    #[arg(long, env = "GEN_PARTITIONS", value_name = "GEN_PARTITIONS", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// Write the exact expected tables of everything sent to this JSON file.
+    #[arg(long, env = "GEN_EXPECTED", value_name = "GEN_EXPECTED")]
+    pub expected: Option<PathBuf>,
+}
+
+/// Parses durations written like `500ms`, `30s`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write durations like 500ms, 30s, 10m or 1h"))
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e}; write times in RFC 3339, like 2025-12-20T18:00:00Z"))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_use_the_spec_spelling() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("ten minutes").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Cli::try_parse_from(["streamstats", "generate", "--late", "2"])
+            .expect_err("fraction above 1");
+        assert!(err.to_string().contains("GEN_LATE"), "{err}");
+        let err = Cli::try_parse_from(["streamstats", "generate", "--allowed-lateness", "soon"])
+            .expect_err("bad duration");
+        assert!(err.to_string().contains("ALLOWED_LATENESS"), "{err}");
+    }
+}
