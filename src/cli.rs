@@ -79,7 +79,12 @@ pub struct GenerateArgs {
     #[arg(long, env = "GEN_SEED", value_name = "GEN_SEED", default_value_t = 42)]
     pub seed: u64,
     /// Messages per second; 0 sends as fast as possible.
-    #[arg(long, env = "GEN_RATE", value_name = "GEN_RATE", default_value_t = 20.0)]
+    #[arg(
+        long,
+        env = "GEN_RATE",
+        value_name = "GEN_RATE",
+        default_value_t = 20.0
+    )]
     pub rate: f64,
     /// Messages to send; unbounded when absent.
     #[arg(long, env = "GEN_COUNT", value_name = "GEN_COUNT")]

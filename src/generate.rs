@@ -76,7 +76,11 @@ impl ProducerContext for DeliveryCounter {
 
 /// Runs the generator to completion (or forever when `--count` is absent).
 pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
-    ensure_topic(&args.kafka.kafka_brokers, &args.kafka.kafka_topic, args.partitions)?;
+    ensure_topic(
+        &args.kafka.kafka_brokers,
+        &args.kafka.kafka_topic,
+        args.partitions,
+    )?;
     let counter = DeliveryCounter::default();
     let producer: ThreadedProducer<DeliveryCounter> = ClientConfig::new()
         .set("bootstrap.servers", &args.kafka.kafka_brokers)
@@ -115,7 +119,11 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
         args.kafka.kafka_brokers,
         args.seed,
         args.count.map_or("unbounded".to_owned(), |c| c.to_string()),
-        if args.rate > 0.0 { args.rate.to_string() } else { "max".to_owned() },
+        if args.rate > 0.0 {
+            args.rate.to_string()
+        } else {
+            "max".to_owned()
+        },
     );
 
     let started = Instant::now();

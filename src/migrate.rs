@@ -24,7 +24,10 @@ pub fn run(args: MigrateArgs) -> Result<(), MigrateError> {
         log::info!("Reverted {} migrations.", reverted.len());
     } else {
         let applied = store::run_migrations(&mut conn)?;
-        log::info!("Applied {} migrations; the schema is current.", applied.len());
+        log::info!(
+            "Applied {} migrations; the schema is current.",
+            applied.len()
+        );
     }
     Ok(())
 }

@@ -44,7 +44,9 @@ fn migrations_apply_reapply_and_revert_cleanly() {
     ];
     assert_eq!(tables(&mut conn), expected);
 
-    assert!(store::run_migrations(&mut conn).expect("second apply").is_empty());
+    assert!(store::run_migrations(&mut conn)
+        .expect("second apply")
+        .is_empty());
 
     let reverted = store::revert_all_migrations(&mut conn).expect("revert");
     assert_eq!(reverted.len(), 1);

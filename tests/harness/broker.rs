@@ -28,9 +28,11 @@ pub fn tansu_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("TANSU_BIN") {
         return PathBuf::from(bin);
     }
-    let cache = std::env::var("STREAMSTATS_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/streamstats")
-    });
+    let cache = std::env::var("STREAMSTATS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/streamstats")
+        });
     let bin = cache.join("tansu/bin/tansu");
     assert!(
         bin.exists(),
@@ -64,7 +66,13 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let mut cmd = command(&tansu_bin(), false);
         cmd.current_dir(self.dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .env("RUST_LOG", "warn");
         let log = self.dir.path().join("tansu.log");
@@ -80,9 +88,15 @@ impl Broker {
     /// Waits until the broker answers a metadata request.
     pub fn wait_ready(&self) {
         let consumer: BaseConsumer = self.client_config().create().expect("consumer config");
-        wait_for("the broker to serve metadata", Duration::from_secs(60), || {
-            consumer.fetch_metadata(None, Duration::from_millis(500)).ok()
-        });
+        wait_for(
+            "the broker to serve metadata",
+            Duration::from_secs(60),
+            || {
+                consumer
+                    .fetch_metadata(None, Duration::from_millis(500))
+                    .ok()
+            },
+        );
     }
 
     /// Kills the broker with SIGKILL (its sqlite log survives).

@@ -3,14 +3,16 @@
 //! teardown on drop (also when the test panics). Child processes also get
 //! `PDEATHSIG=KILL` through `setpriv`, so a killed test run leaves nothing.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod broker;
 mod postgres;
 mod process;
+mod scenario;
 
 pub use broker::Broker;
 pub use postgres::Postgres;
+pub use scenario::Scenario;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -32,16 +34,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the child).
 pub fn free_port() -> u16 {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-    listener.local_addr().expect("bound socket has an address").port()
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    listener
+        .local_addr()
+        .expect("bound socket has an address")
+        .port()
 }
 
 /// Both services, for tests that need the whole pipeline.

@@ -57,7 +57,16 @@ impl Postgres {
         let out = command(&bin.join("initdb"), true)
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .output()
             .expect("initdb runs");
         assert!(
@@ -98,10 +107,14 @@ impl Postgres {
         let log = self.dir.path().join("postgres.log");
         let mut process = ChildProcess::spawn("postgres", cmd, log);
         let url = self.url("postgres");
-        wait_for("postgres to accept connections", Duration::from_secs(60), || {
-            process.assert_running();
-            PgConnection::establish(&url).ok()
-        });
+        wait_for(
+            "postgres to accept connections",
+            Duration::from_secs(60),
+            || {
+                process.assert_running();
+                PgConnection::establish(&url).ok()
+            },
+        );
         self.process = Some(process);
     }
 
