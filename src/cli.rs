@@ -24,6 +24,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Produce deterministic events to Kafka.
     Generate(GenerateArgs),
+    /// Run the pipeline and the HTTP API in one process.
+    Serve(ServeArgs),
 }
 
 /// Where the database is.
@@ -58,6 +60,59 @@ pub struct KafkaArgs {
         default_value = "stream.events"
     )]
     pub kafka_topic: String,
+}
+
+/// `streamstats serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group; the key of the offsets stored with the results.
+    #[arg(
+        long,
+        env = "KAFKA_GROUP_ID",
+        value_name = "KAFKA_GROUP_ID",
+        default_value = "streamstats"
+    )]
+    pub kafka_group_id: String,
+    /// Where partitions without a stored offset start: earliest or latest.
+    #[arg(long, env = "KAFKA_OFFSET_RESET", value_name = "KAFKA_OFFSET_RESET", default_value = "earliest",
+          value_parser = ["earliest", "latest"])]
+    pub kafka_offset_reset: String,
+    /// HTTP listen address for the API and /prometheus.
+    #[arg(long, env = "HTTP_ADDR", value_name = "HTTP_ADDR", default_value = "0.0.0.0:8000",
+          value_parser = parse_addr)]
+    pub http_addr: std::net::SocketAddr,
+    /// How far behind a stream's latest event time its windows stay open.
+    #[arg(long, env = "ALLOWED_LATENESS", value_name = "ALLOWED_LATENESS", default_value = "10m",
+          value_parser = parse_duration)]
+    pub allowed_lateness: Duration,
+    /// Quiet time after which a caught-up stream's watermark follows the wall clock.
+    #[arg(long, env = "IDLE_FINALIZE", value_name = "IDLE_FINALIZE", default_value = "30s",
+          value_parser = parse_positive_duration)]
+    pub idle_finalize: Duration,
+    /// Time between checkpoints.
+    #[arg(long, env = "CHECKPOINT_INTERVAL", value_name = "CHECKPOINT_INTERVAL", default_value = "1s",
+          value_parser = parse_positive_duration)]
+    pub checkpoint_interval: Duration,
+    /// Uncommitted events at which consumption pauses until a checkpoint commits.
+    #[arg(long, env = "MAX_UNCOMMITTED_EVENTS", value_name = "MAX_UNCOMMITTED_EVENTS",
+          default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub max_uncommitted_events: u64,
+    /// Connections in the Postgres pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub database_pool_size: u32,
+    /// TEST ONLY: make an actor panic once, as actor:N (consumer, window or writer).
+    #[arg(
+        long,
+        env = "STREAMSTATS_INJECT_PANIC",
+        value_name = "STREAMSTATS_INJECT_PANIC",
+        hide = true
+    )]
+    pub inject_panic: Option<streamstats_actors::config::FaultPlan>,
 }
 
 /// `streamstats migrate`.
@@ -137,6 +192,18 @@ pub struct GenerateArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{e}; write durations like 500ms, 30s, 10m or 1h"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|e| format!("{e}; write an address like 0.0.0.0:8000"))
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {

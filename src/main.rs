@@ -3,7 +3,9 @@
 
 mod cli;
 mod generate;
+mod http;
 mod migrate;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -17,6 +19,7 @@ fn main() -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Migrate(args) => migrate::run(args).map_err(Into::into),
         Command::Generate(args) => generate::run(args).map_err(Into::into),
+        Command::Serve(args) => serve::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

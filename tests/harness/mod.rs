@@ -9,10 +9,12 @@ mod broker;
 mod postgres;
 mod process;
 mod scenario;
+mod serve;
 
 pub use broker::Broker;
 pub use postgres::Postgres;
 pub use scenario::Scenario;
+pub use serve::{actual, committed_messages, wait_for_truth, Serve, ServeConfig};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -3,12 +3,14 @@
 
 pub mod schema;
 
+mod checkpoint;
 mod migrate;
 mod results;
 
 use diesel::pg::PgConnection;
 use diesel::r2d2::ConnectionManager;
 
+pub use checkpoint::{load_assignment, write_checkpoint};
 pub use migrate::{revert_all_migrations, run_migrations};
 pub use results::{dead_letter_counts, load_rows, load_stream_state};
 

@@ -1,0 +1,101 @@
+//! Typed pipeline settings, validated by the binary before start-up.
+
+use std::time::Duration;
+
+/// Where to start a partition that has no stored offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// From the first message still in the log.
+    Earliest,
+    /// From the next message produced.
+    Latest,
+}
+
+/// Settings of the consumer, window and writer actors.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The events topic.
+    pub topic: String,
+    /// Consumer group; also the key of the stored offsets.
+    pub group_id: String,
+    /// How far behind a stream's latest event time a window stays open.
+    pub allowed_lateness: Duration,
+    /// Wall time without events after which a caught-up stream's watermark
+    /// follows the wall clock.
+    pub idle_finalize: Duration,
+    /// Time between checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Events handed to window actors since the last checkpoint that trigger
+    /// an early checkpoint.
+    pub checkpoint_events: u64,
+    /// Uncommitted events at which consumption pauses until a commit.
+    pub max_uncommitted_events: u64,
+    /// Start of partitions without a stored offset.
+    pub offset_reset: OffsetReset,
+    /// Test-only fault injection; `None` in production.
+    pub faults: Option<FaultPlan>,
+}
+
+impl PipelineConfig {
+    /// Defaults that work with the local stack.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        PipelineConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group_id: "streamstats".into(),
+            allowed_lateness: Duration::from_secs(600),
+            idle_finalize: Duration::from_secs(30),
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_events: 50_000,
+            max_uncommitted_events: 200_000,
+            offset_reset: OffsetReset::Earliest,
+            faults: None,
+        }
+    }
+}
+
+/// Which actor panics, once, on which of its messages (counted from 1 over
+/// the whole process, across restarts). Only set by an explicit flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// The actor kind that panics: `consumer`, `window` or `writer`.
+    pub actor: FaultTarget,
+    /// The message number at which it panics.
+    pub at_message: u64,
+}
+
+/// Actor kinds a [`FaultPlan`] can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// The consumer's poll batches.
+    Consumer,
+    /// Any window actor's event batches.
+    Window,
+    /// The writer's checkpoints.
+    Writer,
+}
+
+impl std::str::FromStr for FaultPlan {
+    type Err = String;
+
+    /// Parses `actor:N`, e.g. `window:120`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (actor, n) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not actor:N (e.g. window:120)"))?;
+        let actor = match actor {
+            "consumer" => FaultTarget::Consumer,
+            "window" => FaultTarget::Window,
+            "writer" => FaultTarget::Writer,
+            other => return Err(format!("{other:?} is not consumer, window or writer")),
+        };
+        let at_message = n
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{n:?} is not a positive message number"))?;
+        Ok(FaultPlan { actor, at_message })
+    }
+}

@@ -1,0 +1,216 @@
+//! The rdkafka consumer context: on every partition assignment it restores
+//! offsets and stream snapshots from Postgres *before* assigning, so the
+//! consumer never reads a message from a position the database does not
+//! describe. Runs inside `poll`, on the consumer actor's thread.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset};
+
+use crate::checkpoint::{Fence, Restored};
+use crate::config::OffsetReset;
+use crate::store::{self, Pool};
+
+/// How long an assignment keeps retrying an unreachable database before
+/// the consumer gives up and restarts (with backoff).
+const RESTORE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// What happened to the assignment during a `poll`.
+#[derive(Debug)]
+pub enum AssignmentEvent {
+    /// Partitions assigned, positioned at their restored offsets.
+    Assigned {
+        /// The epoch started by this assignment.
+        epoch: u64,
+        /// Assigned partitions.
+        partitions: Vec<i32>,
+        /// Offsets and snapshots read from Postgres.
+        restored: Restored,
+    },
+    /// Every partition was revoked.
+    Revoked,
+    /// The assignment could not be restored; the consumer must restart.
+    Failed(String),
+}
+
+/// The consumer's rdkafka context.
+pub struct PipelineContext {
+    pool: Pool,
+    fence: Arc<Fence>,
+    group_id: String,
+    topic: String,
+    offset_reset: OffsetReset,
+    events: Mutex<VecDeque<AssignmentEvent>>,
+    high_watermarks: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl PipelineContext {
+    /// A context restoring `topic`'s partitions for `group_id` from `pool`.
+    pub fn new(
+        pool: Pool,
+        fence: Arc<Fence>,
+        group_id: String,
+        topic: String,
+        offset_reset: OffsetReset,
+    ) -> Self {
+        PipelineContext {
+            pool,
+            fence,
+            group_id,
+            topic,
+            offset_reset,
+            events: Mutex::new(VecDeque::new()),
+            high_watermarks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Takes the assignment events that happened since the last call.
+    pub fn take_events(&self) -> Vec<AssignmentEvent> {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.drain(..).collect()
+    }
+
+    /// The latest known end offset of each partition.
+    pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
+        self.high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn push(&self, event: AssignmentEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(event);
+    }
+
+    /// Reads offsets and snapshots, retrying while the database is down.
+    fn restore(&self, partitions: &[i32]) -> Result<Restored, String> {
+        let deadline = Instant::now() + RESTORE_PATIENCE;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = self
+                .pool
+                .get()
+                .map_err(|e| e.to_string())
+                .and_then(|mut conn| {
+                    store::load_assignment(&mut conn, &self.group_id, &self.topic, partitions)
+                        .map_err(|e| e.to_string())
+                });
+            match attempt {
+                Ok(restored) => return Ok(restored),
+                Err(e) if Instant::now() + delay < deadline => {
+                    log::warn!("Cannot restore partitions {partitions:?} yet ({e}); retrying in {delay:?}.");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        // Under the fence: no checkpoint of the old epoch commits after this read.
+        let held = self.fence.lock();
+        let epoch = self.fence.bump();
+        let restored = self.restore(&partitions);
+        drop(held);
+        let restored = match restored {
+            Ok(restored) => restored,
+            Err(e) => {
+                self.push(AssignmentEvent::Failed(format!(
+                    "cannot restore partitions {partitions:?} from Postgres: {e}"
+                )));
+                return;
+            }
+        };
+        for p in &partitions {
+            let offset = match restored.offsets.get(p) {
+                Some(next) => Offset::Offset(*next),
+                None => match self.offset_reset {
+                    OffsetReset::Earliest => Offset::Beginning,
+                    OffsetReset::Latest => Offset::End,
+                },
+            };
+            if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
+                self.push(AssignmentEvent::Failed(format!(
+                    "cannot position partition {p}: {e}"
+                )));
+                return;
+            }
+        }
+        if let Err(e) = consumer.assign(tpl) {
+            self.push(AssignmentEvent::Failed(format!(
+                "cannot assign {partitions:?}: {e}"
+            )));
+            return;
+        }
+        log::info!(
+            "Assigned partitions {partitions:?} of {} at stored offsets {:?} with {} stream snapshots.",
+            self.topic,
+            restored.offsets,
+            restored.snapshots.len()
+        );
+        self.push(AssignmentEvent::Assigned {
+            epoch,
+            partitions,
+            restored,
+        });
+    }
+}
+
+impl ClientContext for PipelineContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            let mut high = self
+                .high_watermarks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.hi_offset >= 0 {
+                    high.insert(*id, p.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for PipelineContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Fence first: an in-flight checkpoint of these partitions must not commit.
+                let held = self.fence.lock();
+                self.fence.bump();
+                drop(held);
+                if let Err(e) = consumer.unassign() {
+                    log::warn!("Unassigning revoked partitions failed: {e}.");
+                }
+                self.push(AssignmentEvent::Revoked);
+            }
+            other => {
+                self.push(AssignmentEvent::Failed(format!(
+                    "rebalance error: {other:?}"
+                )));
+            }
+        }
+    }
+}

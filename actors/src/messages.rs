@@ -1,0 +1,76 @@
+//! The messages between the pipeline's actors.
+
+use actix::Message;
+use chrono::{DateTime, Utc};
+
+use crate::checkpoint::{Checkpoint, DeadLetter, Snapshot};
+use crate::event::Event;
+use crate::window::Changes;
+
+/// A valid event with the provenance a dead letter would need.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The parsed event.
+    pub event: Event,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// The raw payload.
+    pub payload: Vec<u8>,
+    /// The raw key.
+    pub key: Option<Vec<u8>>,
+}
+
+/// One poll batch's events of one stream, in log order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EventBatch(pub Vec<Envelope>);
+
+/// Checkpoint barrier: reply with everything changed since the last one,
+/// after first moving the watermark to `idle_watermark` if given.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<BarrierReply, String>")]
+pub struct Barrier {
+    /// Wall-clock watermark for an idle stream of a caught-up partition.
+    pub idle_watermark: Option<DateTime<Utc>>,
+}
+
+/// A window actor's part of a checkpoint.
+#[derive(Debug, Default)]
+pub struct BarrierReply {
+    /// Rows and state changed since the previous barrier.
+    pub changes: Changes,
+    /// The stream's model, when it changed.
+    pub snapshot: Option<Snapshot>,
+    /// Late events since the previous barrier.
+    pub late: Vec<DeadLetter>,
+    /// Windows the stream holds open.
+    pub open_windows: usize,
+    /// The stream's watermark.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Windows that became final since the previous barrier.
+    pub finalized: u64,
+}
+
+/// A window actor failed; the pipeline must roll back.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WindowFailed {
+    /// The stream whose actor failed.
+    pub stream_id: String,
+    /// The consumer epoch the actor belonged to.
+    pub epoch: u64,
+    /// The panic message.
+    pub reason: String,
+}
+
+/// Commit one checkpoint transaction.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), crate::writer::WriteError>")]
+pub struct WriteCheckpoint(pub std::sync::Arc<Checkpoint>);
+
+/// Stop consuming, write a final checkpoint, then answer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;

@@ -1,0 +1,82 @@
+//! Wiring: starts the writer, the supervised consumer and the window
+//! arbiter inside the running actix System, and exposes the pipeline's
+//! status for readiness checks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::{Addr, Arbiter, Supervisor, SyncArbiter};
+
+use crate::checkpoint::Fence;
+use crate::config::PipelineConfig;
+use crate::consumer::ConsumerActor;
+use crate::metrics::Metrics;
+use crate::store::Pool;
+use crate::supervise::Faults;
+use crate::writer::WriterActor;
+
+/// What `/ready` needs to know about the pipeline.
+#[derive(Debug, Default)]
+pub struct PipelineStatus {
+    assigned: AtomicUsize,
+    error: Mutex<Option<String>>,
+}
+
+impl PipelineStatus {
+    /// Records how many partitions are assigned.
+    pub fn set_assigned(&self, n: usize) {
+        self.assigned.store(n, Ordering::Relaxed);
+    }
+
+    /// Partitions currently assigned.
+    pub fn assigned(&self) -> usize {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// Records (or clears) the last checkpoint error.
+    pub fn set_error(&self, error: Option<String>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// The last checkpoint error, if the last attempt failed.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    /// The supervised consumer (send it `Shutdown` to stop cleanly).
+    pub consumer: Addr<ConsumerActor>,
+    /// Readiness information.
+    pub status: Arc<PipelineStatus>,
+    _arbiters: Vec<Arbiter>,
+}
+
+/// Starts the pipeline in the current actix System.
+pub fn start(cfg: PipelineConfig, pool: Pool, metrics: Metrics) -> Pipeline {
+    let fence = Arc::new(Fence::default());
+    let faults = Faults::new(cfg.faults);
+    let status = Arc::new(PipelineStatus::default());
+    let writer = {
+        let (pool, fence, metrics, faults) =
+            (pool.clone(), fence.clone(), metrics.clone(), faults.clone());
+        SyncArbiter::start(1, move || {
+            WriterActor::new(pool.clone(), fence.clone(), metrics.clone(), faults.clone())
+        })
+    };
+    let consumer_arbiter = Arbiter::new();
+    let window_arbiter = Arbiter::new();
+    let consumer = {
+        let status = status.clone();
+        let windows = window_arbiter.handle();
+        Supervisor::start_in_arbiter(&consumer_arbiter.handle(), move |_| {
+            ConsumerActor::new(cfg, pool, fence, writer, metrics, faults, status, windows)
+        })
+    };
+    Pipeline {
+        consumer,
+        status,
+        _arbiters: vec![consumer_arbiter, window_arbiter],
+    }
+}

@@ -1,0 +1,98 @@
+//! WriterActor: commits checkpoints to Postgres, one transaction each, on a
+//! `SyncArbiter` thread so blocking diesel work never runs on an async one.
+//!
+//! Delivery: a checkpoint is all-or-nothing. Success means rows, states,
+//! snapshots, dead letters and offsets are durable together; any error
+//! means none of it is, and the same checkpoint may be retried as is.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, ActorContext, Handler, SyncContext};
+use chrono::Utc;
+
+use crate::checkpoint::Fence;
+use crate::config::FaultTarget;
+use crate::messages::WriteCheckpoint;
+use crate::metrics::Metrics;
+use crate::store::{self, Pool, StoreError};
+use crate::supervise::{catch, Faults};
+
+/// Why a checkpoint was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The database refused or could not be reached; retry the same checkpoint.
+    #[error("checkpoint not committed: {0}")]
+    Database(String),
+    /// The checkpoint belongs to an older assignment epoch; drop it.
+    #[error("checkpoint of epoch {checkpoint} fenced off by epoch {current}")]
+    Fenced { checkpoint: u64, current: u64 },
+    /// The writer panicked; the pipeline must roll back.
+    #[error("writer panicked: {0}")]
+    Panicked(String),
+}
+
+/// The actor holding the pool.
+pub struct WriterActor {
+    pool: Pool,
+    fence: Arc<Fence>,
+    metrics: Metrics,
+    faults: Faults,
+}
+
+impl WriterActor {
+    /// A writer over `pool`.
+    pub fn new(pool: Pool, fence: Arc<Fence>, metrics: Metrics, faults: Faults) -> Self {
+        WriterActor {
+            pool,
+            fence,
+            metrics,
+            faults,
+        }
+    }
+
+    fn commit(&self, msg: &WriteCheckpoint) -> Result<(), WriteError> {
+        let cp = &msg.0;
+        let _held = self.fence.lock();
+        let current = self.fence.epoch();
+        if cp.epoch != current {
+            return Err(WriteError::Fenced {
+                checkpoint: cp.epoch,
+                current,
+            });
+        }
+        let started = Instant::now();
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| WriteError::Database(StoreError::from(e).to_string()))?;
+        store::write_checkpoint(&mut conn, cp, Utc::now())
+            .map_err(|e| WriteError::Database(e.to_string()))?;
+        self.metrics
+            .checkpoint_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+impl Actor for WriterActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<WriteCheckpoint> for WriterActor {
+    type Result = Result<(), WriteError>;
+
+    fn handle(&mut self, msg: WriteCheckpoint, ctx: &mut SyncContext<Self>) -> Self::Result {
+        match catch(|| {
+            self.faults.tick(FaultTarget::Writer, 1);
+            self.commit(&msg)
+        }) {
+            Ok(result) => result,
+            Err(reason) => {
+                // SyncArbiter builds a fresh writer from its factory.
+                ctx.stop();
+                Err(WriteError::Panicked(reason))
+            }
+        }
+    }
+}

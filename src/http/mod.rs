@@ -1,0 +1,78 @@
+//! The HTTP API (SPEC §6), served by the same actix System as the pipeline:
+//! one file per route group. Database work runs on the blocking pool.
+
+mod errors;
+mod health;
+mod prometheus_route;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use actix_web_prom::{
+    ActixMetricsConfiguration, LabelsConfiguration, PrometheusMetrics, PrometheusMetricsBuilder,
+};
+use prometheus::Registry;
+use streamstats_actors::metrics::Metrics;
+use streamstats_actors::pipeline::PipelineStatus;
+use streamstats_actors::store::Pool;
+
+/// Shared state of every handler.
+pub struct AppState {
+    /// Postgres pool for queries.
+    pub pool: Pool,
+    /// Pipeline metrics (refreshed at scrape time).
+    pub metrics: Metrics,
+    /// Pipeline status for `/ready`.
+    pub status: Arc<PipelineStatus>,
+    /// The registry `/prometheus` encodes.
+    pub registry: Registry,
+    /// The seed's API gauges.
+    pub api: health::ApiGauges,
+    /// Checkpoint interval, to judge checkpoint age in `/ready`.
+    pub checkpoint_interval: Duration,
+}
+
+impl AppState {
+    /// Registers the API gauges and bundles the state.
+    pub fn new(
+        pool: Pool,
+        metrics: Metrics,
+        status: Arc<PipelineStatus>,
+        registry: Registry,
+        checkpoint_interval: Duration,
+    ) -> Result<AppState, prometheus::Error> {
+        let api = health::ApiGauges::register(&registry)?;
+        Ok(AppState {
+            pool,
+            metrics,
+            status,
+            registry,
+            api,
+            checkpoint_interval,
+        })
+    }
+}
+
+/// Request counting and timing with the seed's metric names and route
+/// templates as the `path` label.
+pub fn request_metrics(registry: Registry) -> Result<PrometheusMetrics, String> {
+    PrometheusMetricsBuilder::new("api")
+        .registry(registry)
+        .mask_unmatched_patterns("UNMATCHED")
+        .metrics_configuration(
+            ActixMetricsConfiguration::default()
+                .labels(LabelsConfiguration::default().endpoint("path"))
+                .http_requests_duration_seconds_name("http_request_duration_seconds"),
+        )
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health::health))
+        .route("/ready", web::get().to(health::ready))
+        .route("/prometheus", web::get().to(prometheus_route::prometheus))
+        .default_service(web::to(errors::not_found));
+}

@@ -1,0 +1,156 @@
+//! `streamstats serve`: the pipeline actors and the HTTP API in one actix
+//! System. Migrations run first; SIGTERM or SIGINT writes a final
+//! checkpoint and exits 0.
+
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use streamstats_actors::config::{OffsetReset, PipelineConfig};
+use streamstats_actors::messages::Shutdown;
+use streamstats_actors::metrics::Metrics;
+use streamstats_actors::{pipeline, store};
+
+use crate::cli::ServeArgs;
+use crate::http;
+
+/// Errors that stop `serve`, named after the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database pool could not be built.
+    #[error("DATABASE_URL: {0}")]
+    Pool(#[from] store::StoreError),
+    /// Migrations could not be applied before the deadline.
+    #[error("cannot migrate the database at DATABASE_URL: {0}")]
+    Migrate(String),
+    /// The metrics registry rejected a metric.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP listener could not bind.
+    #[error("HTTP_ADDR: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The HTTP metrics middleware could not be built.
+    #[error("cannot build the HTTP metrics middleware: {0}")]
+    HttpMetrics(String),
+    /// Waiting for signals failed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// How long start-up waits for the database to accept the migrations.
+const MIGRATE_PATIENCE: Duration = Duration::from_secs(60);
+/// How long shutdown waits for the final checkpoint.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs the service until SIGTERM/SIGINT.
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    actix_rt::System::new().block_on(serve(args))
+}
+
+fn pipeline_config(args: &ServeArgs) -> PipelineConfig {
+    let mut cfg = PipelineConfig::new(&args.kafka.kafka_brokers, &args.kafka.kafka_topic);
+    cfg.group_id = args.kafka_group_id.clone();
+    cfg.offset_reset = if args.kafka_offset_reset == "latest" {
+        OffsetReset::Latest
+    } else {
+        OffsetReset::Earliest
+    };
+    cfg.allowed_lateness = args.allowed_lateness;
+    cfg.idle_finalize = args.idle_finalize;
+    cfg.checkpoint_interval = args.checkpoint_interval;
+    cfg.max_uncommitted_events = args.max_uncommitted_events;
+    cfg.checkpoint_events = (args.max_uncommitted_events / 4).max(1);
+    cfg.faults = args.inject_panic;
+    if let Some(plan) = cfg.faults {
+        log::warn!("Fault injection is ON: {plan:?}. Never use this outside tests.");
+    }
+    cfg
+}
+
+async fn migrate(pool: store::Pool) -> Result<(), ServeError> {
+    let deadline = std::time::Instant::now() + MIGRATE_PATIENCE;
+    loop {
+        let pool = pool.clone();
+        let attempt = web::block(move || -> Result<Vec<String>, String> {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            store::run_migrations(&mut conn).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match attempt {
+            Ok(applied) => {
+                log::info!(
+                    "Database schema is current ({} migrations applied now).",
+                    applied.len()
+                );
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                log::warn!("Database not ready for migrations ({e}); retrying.");
+                actix_rt::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(ServeError::Migrate(e)),
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let cfg = pipeline_config(&args);
+    let pool = store::pool(&args.db.database_url, args.database_pool_size)?;
+    migrate(pool.clone()).await?;
+
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry)?;
+    let pipeline = pipeline::start(cfg, pool.clone(), metrics.clone());
+    let state = web::Data::new(http::AppState::new(
+        pool,
+        metrics,
+        pipeline.status.clone(),
+        registry.clone(),
+        args.checkpoint_interval,
+    )?);
+    let prom = http::request_metrics(registry).map_err(ServeError::HttpMetrics)?;
+    let addr = args.http_addr;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(prom.clone())
+            .app_data(state.clone())
+            .configure(http::routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|source| ServeError::Bind { addr, source })?
+    .run();
+    let server_handle = server.handle();
+    actix_rt::spawn(server);
+    log::info!("Serving the API and /prometheus on http://{addr}.");
+
+    wait_for_signal().await?;
+    log::info!("Stop requested; writing the final checkpoint.");
+    match tokio::time::timeout(SHUTDOWN_PATIENCE, pipeline.consumer.send(Shutdown)).await {
+        Ok(Ok(())) => log::info!("Final checkpoint committed."),
+        Ok(Err(e)) => log::warn!("The consumer was gone at shutdown ({e})."),
+        Err(_) => log::warn!(
+            "The final checkpoint did not commit within {SHUTDOWN_PATIENCE:?}; the next start resumes from the previous one."
+        ),
+    }
+    server_handle.stop(true).await;
+    actix_rt::System::current().stop();
+    log::info!("streamstats stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), ServeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
