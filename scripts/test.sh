@@ -9,7 +9,7 @@ bash scripts/install-deps.sh
 
 cargo fmt --all --check
 cargo clippy -j2 --all-targets -- -D warnings
-cargo test -j2 --all-targets -- --test-threads=2
+cargo test -j2 --workspace --lib --bins --tests -- --test-threads=2
 
 # Every process a test started must be gone.
 leftover=$(pgrep -af 'streamstats-pg_|sqlite://tansu.db|target/debug/streamstats ' || true)

@@ -18,6 +18,7 @@ use super::{free_port, unique_name, wait_for};
 pub struct Broker {
     process: Option<ChildProcess>,
     port: u16,
+    storage: String,
     // Last field: the directory goes after the broker is stopped.
     dir: TempDir,
 }
@@ -45,9 +46,17 @@ pub fn tansu_bin() -> PathBuf {
 impl Broker {
     /// Starts the broker without waiting; see [`Broker::wait_ready`].
     pub fn spawn() -> Broker {
+        Broker::spawn_with_storage("sqlite://tansu.db")
+    }
+
+    /// Starts the broker on another storage engine. Only benchmarks that
+    /// read from offset 0 may use `memory://`: it returns wrong offsets when
+    /// a consumer resumes mid-batch.
+    pub fn spawn_with_storage(storage: &str) -> Broker {
         let mut broker = Broker {
             process: None,
             port: free_port(),
+            storage: storage.to_owned(),
             dir: TempDir::new("streamstats-tansu"),
         };
         broker.resume_no_wait();
@@ -73,7 +82,7 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", &self.storage])
             .env("RUST_LOG", "warn");
         let log = self.dir.path().join("tansu.log");
         self.process = Some(ChildProcess::spawn("tansu", cmd, log));
