@@ -5,6 +5,7 @@ pub mod schema;
 
 mod checkpoint;
 mod migrate;
+pub mod queries;
 mod results;
 
 use diesel::pg::PgConnection;

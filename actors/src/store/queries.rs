@@ -1,0 +1,234 @@
+//! Read queries of the HTTP API, as plain functions over a connection.
+//! Every query is bounded by a time range and a row limit.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::{count_star, max};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamptz};
+
+use super::schema::{stream_metrics_minute as smm, stream_state as ss};
+use super::Result;
+
+/// One `stream_metrics_minute` row as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName)]
+#[diesel(table_name = smm)]
+pub struct MinuteRecord {
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub stream_id: String,
+    pub active_viewers: i64,
+    pub chat_messages: i64,
+    pub donations_cents: i64,
+    pub events: i64,
+    pub chat_chars: i64,
+    pub donations: i64,
+    pub viewer_joins: i64,
+    pub viewer_leaves: i64,
+    pub unique_chatters: i64,
+    pub is_final: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The columns of [`MinuteRecord`], in order.
+type MinuteColumns = (
+    smm::window_start,
+    smm::window_end,
+    smm::stream_id,
+    smm::active_viewers,
+    smm::chat_messages,
+    smm::donations_cents,
+    smm::events,
+    smm::chat_chars,
+    smm::donations,
+    smm::viewer_joins,
+    smm::viewer_leaves,
+    smm::unique_chatters,
+    smm::is_final,
+    smm::updated_at,
+);
+
+const MINUTE_COLUMNS: MinuteColumns = (
+    smm::window_start,
+    smm::window_end,
+    smm::stream_id,
+    smm::active_viewers,
+    smm::chat_messages,
+    smm::donations_cents,
+    smm::events,
+    smm::chat_chars,
+    smm::donations,
+    smm::viewer_joins,
+    smm::viewer_leaves,
+    smm::unique_chatters,
+    smm::is_final,
+    smm::updated_at,
+);
+
+/// One `stream_state` row.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct StateRecord {
+    pub stream_id: String,
+    pub is_live: bool,
+    pub active_viewers: i64,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stream's totals over a time range, for rankings.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct StreamTotals {
+    #[diesel(sql_type = Text)]
+    pub stream_id: String,
+    /// Peak `active_viewers` over the range.
+    #[diesel(sql_type = BigInt)]
+    pub active_viewers: i64,
+    /// Sum of chat messages.
+    #[diesel(sql_type = BigInt)]
+    pub chat_messages: i64,
+    /// Sum of donations in cents.
+    #[diesel(sql_type = BigInt)]
+    pub donations_cents: i64,
+}
+
+/// What `/streams/top` ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankBy {
+    /// Peak concurrent viewers.
+    ActiveViewers,
+    /// Total donations.
+    DonationsUsd,
+    /// Total chat messages.
+    ChatMessages,
+}
+
+impl RankBy {
+    /// The SQL expression ranked on (from a fixed list, never user text).
+    fn order_expr(self) -> &'static str {
+        match self {
+            RankBy::ActiveViewers => "active_viewers",
+            RankBy::DonationsUsd => "donations_cents",
+            RankBy::ChatMessages => "chat_messages",
+        }
+    }
+}
+
+/// Start of the newest window in the table.
+pub fn latest_window_start(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
+    Ok(smm::table.select(max(smm::window_start)).first(conn)?)
+}
+
+/// Rows with `window_start >= since`, newest first, optionally one stream.
+pub fn rows_since(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+    stream_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<MinuteRecord>> {
+    let mut query = smm::table
+        .select(MINUTE_COLUMNS)
+        .filter(smm::window_start.ge(since))
+        .order((smm::window_start.desc(), smm::stream_id.asc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(id) = stream_id {
+        query = query.filter(smm::stream_id.eq(id));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// The newest row of every stream (at most `limit` streams).
+pub fn latest_per_stream(conn: &mut PgConnection, limit: i64) -> Result<Vec<MinuteRecord>> {
+    Ok(smm::table
+        .select(MINUTE_COLUMNS)
+        .distinct_on(smm::stream_id)
+        .order((smm::stream_id.asc(), smm::window_start.desc()))
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// Streams ranked by `by` over windows starting at or after `since`.
+pub fn top_streams(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+    by: RankBy,
+    n: i64,
+) -> Result<Vec<StreamTotals>> {
+    let sql = format!(
+        "SELECT stream_id, max(active_viewers)::bigint AS active_viewers, \
+                sum(chat_messages)::bigint AS chat_messages, \
+                sum(donations_cents)::bigint AS donations_cents \
+         FROM stream_metrics_minute WHERE window_start >= $1 \
+         GROUP BY stream_id ORDER BY {} DESC, stream_id ASC LIMIT $2",
+        by.order_expr()
+    );
+    Ok(diesel::sql_query(sql)
+        .bind::<Timestamptz, _>(since)
+        .bind::<BigInt, _>(n)
+        .load(conn)?)
+}
+
+/// Every `stream_state` row (at most `limit`), by stream id.
+pub fn stream_states(conn: &mut PgConnection, limit: i64) -> Result<Vec<StateRecord>> {
+    Ok(ss::table
+        .select((ss::stream_id, ss::is_live, ss::active_viewers, ss::last_event_at, ss::updated_at))
+        .order(ss::stream_id.asc())
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// True when the stream has a `stream_state` row.
+pub fn stream_exists(conn: &mut PgConnection, stream_id: &str) -> Result<bool> {
+    let n: i64 = ss::table
+        .filter(ss::stream_id.eq(stream_id))
+        .select(count_star())
+        .first(conn)?;
+    Ok(n > 0)
+}
+
+/// One stream's rows with `from <= window_start < to`, oldest first.
+pub fn stream_minutes(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<MinuteRecord>> {
+    Ok(smm::table
+        .select(MINUTE_COLUMNS)
+        .filter(smm::stream_id.eq(stream_id))
+        .filter(smm::window_start.ge(from))
+        .filter(smm::window_start.lt(to))
+        .order(smm::window_start.asc())
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// The seed's scrape-time gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentCounts {
+    /// Rows with `window_start >= since`.
+    pub rows: i64,
+    /// Of those, rows with at least one donation.
+    pub donation_rows: i64,
+    /// Start of the newest window.
+    pub latest_window_start: Option<DateTime<Utc>>,
+}
+
+/// Counts for `api_stream_metrics_rows_recent` and friends.
+pub fn recent_counts(conn: &mut PgConnection, since: DateTime<Utc>) -> Result<RecentCounts> {
+    let rows: i64 = smm::table
+        .filter(smm::window_start.ge(since))
+        .select(count_star())
+        .first(conn)?;
+    let donation_rows: i64 = smm::table
+        .filter(smm::window_start.ge(since))
+        .filter(smm::donations.gt(0))
+        .select(count_star())
+        .first(conn)?;
+    Ok(RecentCounts {
+        rows,
+        donation_rows,
+        latest_window_start: latest_window_start(conn)?,
+    })
+}
