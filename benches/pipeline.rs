@@ -26,7 +26,8 @@ fn bare_consume(broker: &Broker, topic: &str, total: u64) -> Duration {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
     let started = Instant::now();
@@ -35,7 +36,10 @@ fn bare_consume(broker: &Broker, topic: &str, total: u64) -> Duration {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(_)) => seen += 1,
             Some(Err(e)) => panic!("consume error: {e}"),
-            None => assert!(started.elapsed() < Duration::from_secs(900), "bare consumer stalled"),
+            None => assert!(
+                started.elapsed() < Duration::from_secs(900),
+                "bare consumer stalled"
+            ),
         }
     }
     started.elapsed()
@@ -53,7 +57,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    let events: u64 = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let events: u64 = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let storage = std::env::var("STORAGE").unwrap_or_else(|_| "memory://tansu/".to_owned());
     let broker = Broker::spawn_with_storage(&storage);
     let postgres = Postgres::start();
@@ -69,24 +76,46 @@ fn main() {
     let bare = bare_consume(&broker, &topic, events);
 
     let serve_started = Instant::now();
-    let mut serve = Serve::start(
-        ServeConfig::new(&db, &broker, &topic).with_env("CHECKPOINT_INTERVAL", "1s"),
+    let mut serve =
+        Serve::start(ServeConfig::new(&db, &broker, &topic).with_env("CHECKPOINT_INTERVAL", "1s"));
+    harness::wait_for(
+        "serve to commit every message",
+        Duration::from_secs(1800),
+        || {
+            serve.process.assert_running();
+            (committed_messages(&db) >= events as i64).then_some(())
+        },
     );
-    harness::wait_for("serve to commit every message", Duration::from_secs(1800), || {
-        serve.process.assert_running();
-        (committed_messages(&db) >= events as i64).then_some(())
-    });
     let pipeline = serve_started.elapsed();
     let peak_rss = rss_kib(serve.process.pid());
     wait_for_truth(&mut serve, &expected, Duration::from_secs(120));
 
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     println!("storage                 {storage}");
-    println!("events                  {events} ({} window rows, {} dead letters)", expected.rows.len(), expected.dead_letter_total());
-    println!("produce (generate)      {:>8.1}s  {:>9.0} events/s", produce.as_secs_f64(), rate(produce));
-    println!("bare rdkafka consumer   {:>8.1}s  {:>9.0} events/s", bare.as_secs_f64(), rate(bare));
-    println!("serve end to end        {:>8.1}s  {:>9.0} events/s (start-up included)", pipeline.as_secs_f64(), rate(pipeline));
-    println!("ratio serve / bare      {:>8.2}", rate(pipeline) / rate(bare));
+    println!(
+        "events                  {events} ({} window rows, {} dead letters)",
+        expected.rows.len(),
+        expected.dead_letter_total()
+    );
+    println!(
+        "produce (generate)      {:>8.1}s  {:>9.0} events/s",
+        produce.as_secs_f64(),
+        rate(produce)
+    );
+    println!(
+        "bare rdkafka consumer   {:>8.1}s  {:>9.0} events/s",
+        bare.as_secs_f64(),
+        rate(bare)
+    );
+    println!(
+        "serve end to end        {:>8.1}s  {:>9.0} events/s (start-up included)",
+        pipeline.as_secs_f64(),
+        rate(pipeline)
+    );
+    println!(
+        "ratio serve / bare      {:>8.2}",
+        rate(pipeline) / rate(bare)
+    );
     println!("serve peak RSS          {:>8} KiB", peak_rss);
     println!("tables equal ground truth: yes");
     serve.terminate();

@@ -16,7 +16,12 @@ use streamstats_actors::window::{minute_of, WindowRow};
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const LATENESS: TimeDelta = TimeDelta::seconds(5);
 
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, id: &str, ts: DateTime<Utc>) {
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    id: &str,
+    ts: DateTime<Utc>,
+) {
     let payload = format!(
         r#"{{"event_id":"{id}","ts":"{}","event_type":"chat_message","stream_id":"live","user_id":"u1","message_len":5}}"#,
         ts.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -46,10 +51,14 @@ fn open_window_is_visible_within_two_checkpoints_and_finalizes_when_the_watermar
         // Long enough that idle finalization cannot be what closes the window.
         .with_env("IDLE_FINALIZE", "10m");
     let mut serve = Serve::start(cfg);
-    harness::wait_for("the partition to be assigned", Duration::from_secs(60), || {
-        serve.process.assert_running();
-        (serve.get("/ready").0 == 200).then_some(())
-    });
+    harness::wait_for(
+        "the partition to be assigned",
+        Duration::from_secs(60),
+        || {
+            serve.process.assert_running();
+            (serve.get("/ready").0 == 200).then_some(())
+        },
+    );
 
     let producer: ThreadedProducer<DefaultProducerContext> =
         services.broker.client_config().create().expect("producer");
@@ -62,7 +71,15 @@ fn open_window_is_visible_within_two_checkpoints_and_finalizes_when_the_watermar
     });
     let visible_after = produced.elapsed();
     assert!(!row.is_final, "the window is still open");
-    assert_eq!((row.events, row.chat_messages, row.chat_chars, row.unique_chatters), (1, 1, 5, 1));
+    assert_eq!(
+        (
+            row.events,
+            row.chat_messages,
+            row.chat_chars,
+            row.unique_chatters
+        ),
+        (1, 1, 5, 1)
+    );
     assert!(
         visible_after <= CHECKPOINT_INTERVAL * 2,
         "row visible after {visible_after:?}, more than two checkpoint intervals"
@@ -71,7 +88,12 @@ fn open_window_is_visible_within_two_checkpoints_and_finalizes_when_the_watermar
     // An event past the window's end plus the lateness moves the watermark
     // beyond the first window: it becomes final.
     let later = window + TimeDelta::minutes(1) + LATENESS + TimeDelta::seconds(1);
-    send(&producer, &topic, "e2", later.max(first + TimeDelta::seconds(1)));
+    send(
+        &producer,
+        &topic,
+        "e2",
+        later.max(first + TimeDelta::seconds(1)),
+    );
     let row = harness::wait_for("the window to turn final", Duration::from_secs(30), || {
         row_of(&db, window).filter(|r| r.is_final)
     });

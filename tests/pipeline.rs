@@ -38,10 +38,37 @@ fn wait_for_progress(serve: &mut Serve, fraction: f64) {
 }
 
 #[test]
-fn drains_to_exact_ground_truth() {
+fn drains_to_exact_ground_truth_and_metrics_agree() {
     let (_services, mut serve, expected) = setup(&[]);
     wait_for_truth(&mut serve, &expected, DRAIN);
     assert_eq!(committed_messages(&serve.cfg.database_url), EVENTS as i64);
+
+    // The pipeline's own metrics tell the same story.
+    assert_eq!(
+        serve.metric("streamstats_events_consumed_total"),
+        Some(EVENTS as f64)
+    );
+    for (reason, n) in &expected.dead_letters {
+        let series = format!("streamstats_events_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(serve.metric(&series), Some(*n as f64), "{series}");
+    }
+    assert_eq!(
+        serve.metric("streamstats_events_late_total"),
+        expected.dead_letters.get("late").map(|n| *n as f64)
+    );
+    let committed = serve
+        .metric("streamstats_checkpoints_total{outcome=\"committed\"}")
+        .expect("checkpoint counter");
+    assert!(committed > 0.0);
+    harness::wait_for("consumer lag to reach 0", Duration::from_secs(30), || {
+        (0..PARTITIONS)
+            .all(|p| {
+                serve.metric(&format!(
+                    "streamstats_consumer_lag_messages{{partition=\"{p}\"}}"
+                )) == Some(0.0)
+            })
+            .then_some(())
+    });
     assert_eq!(serve.terminate(), Some(0), "SIGTERM exits 0");
 }
 

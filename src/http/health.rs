@@ -13,14 +13,37 @@ use super::AppState;
 pub struct ApiGauges {
     /// 1 when the database answered the last probe.
     pub db_ok: IntGauge,
+    /// Rows whose window started in the last five minutes.
+    pub rows_recent: IntGauge,
+    /// Of those, rows with at least one donation.
+    pub donation_rows_recent: IntGauge,
+    /// Seconds since the start of the newest window.
+    pub latest_window_age: prometheus::Gauge,
 }
 
 impl ApiGauges {
     /// Registers the gauges in `registry`.
     pub fn register(registry: &Registry) -> Result<ApiGauges, prometheus::Error> {
-        let db_ok = IntGauge::new("api_db_ok", "1 when the database answered the last probe.")?;
-        registry.register(Box::new(db_ok.clone()))?;
-        Ok(ApiGauges { db_ok })
+        let gauges = ApiGauges {
+            db_ok: IntGauge::new("api_db_ok", "1 when the database answered the last probe.")?,
+            rows_recent: IntGauge::new(
+                "api_stream_metrics_rows_recent",
+                "stream_metrics_minute rows whose window started in the last 5 minutes.",
+            )?,
+            donation_rows_recent: IntGauge::new(
+                "api_donation_rows_recent",
+                "Recent stream_metrics_minute rows with at least one donation.",
+            )?,
+            latest_window_age: prometheus::Gauge::new(
+                "api_latest_window_age_seconds",
+                "Seconds since the start of the newest window.",
+            )?,
+        };
+        registry.register(Box::new(gauges.db_ok.clone()))?;
+        registry.register(Box::new(gauges.rows_recent.clone()))?;
+        registry.register(Box::new(gauges.donation_rows_recent.clone()))?;
+        registry.register(Box::new(gauges.latest_window_age.clone()))?;
+        Ok(gauges)
     }
 }
 

@@ -1,9 +1,14 @@
 //! The HTTP API (SPEC §6), served by the same actix System as the pipeline:
 //! one file per route group. Database work runs on the blocking pool.
 
+mod db;
 mod errors;
 mod health;
+mod json;
+mod metrics_routes;
+mod params;
 mod prometheus_route;
+mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +21,11 @@ use prometheus::Registry;
 use streamstats_actors::metrics::Metrics;
 use streamstats_actors::pipeline::PipelineStatus;
 use streamstats_actors::store::Pool;
+
+/// Most minutes any range may span (one day).
+pub const MAX_MINUTES: i64 = 1_440;
+/// Most rows any route returns.
+pub const MAX_ROWS: i64 = 1_000;
 
 /// Shared state of every handler.
 pub struct AppState {
@@ -71,8 +81,14 @@ pub fn request_metrics(registry: Registry) -> Result<PrometheusMetrics, String> 
 
 /// Every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health::health))
+    cfg.app_data(web::QueryConfig::default().error_handler(errors::query_error))
+        .route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(metrics_routes::metrics))
+        .route("/metrics/latest", web::get().to(metrics_routes::latest))
+        .route("/streams", web::get().to(streams::list))
+        .route("/streams/top", web::get().to(streams::top))
+        .route("/streams/{id}/minutes", web::get().to(streams::minutes))
         .route("/prometheus", web::get().to(prometheus_route::prometheus))
         .default_service(web::to(errors::not_found));
 }

@@ -1,17 +1,37 @@
-//! `GET /prometheus`: refreshes the scrape-time gauges, then encodes the
-//! one registry in the Prometheus text format.
+//! `GET /prometheus`: refreshes the scrape-time gauges (one cheap indexed
+//! query), then encodes the one registry in the Prometheus text format.
 
 use actix_web::{web, HttpResponse};
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use prometheus::{Encoder, TextEncoder};
+use streamstats_actors::store::queries;
 
-use super::health::ping;
+use super::db::query;
 use super::AppState;
+
+/// Window of the `*_recent` gauges.
+const RECENT: TimeDelta = TimeDelta::minutes(5);
 
 /// `GET /prometheus`.
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.refresh(Utc::now().timestamp_millis());
-    state.api.db_ok.set(i64::from(ping(&state).await.is_ok()));
+    let now = Utc::now();
+    state.metrics.refresh(now.timestamp_millis());
+    match query(&state, move |conn| {
+        queries::recent_counts(conn, now - RECENT)
+    })
+    .await
+    {
+        Ok(counts) => {
+            state.api.db_ok.set(1);
+            state.api.rows_recent.set(counts.rows);
+            state.api.donation_rows_recent.set(counts.donation_rows);
+            if let Some(latest) = counts.latest_window_start {
+                let age = (now - latest).num_milliseconds().max(0) as f64 / 1000.0;
+                state.api.latest_window_age.set(age);
+            }
+        }
+        Err(_) => state.api.db_ok.set(0),
+    }
     let mut out = Vec::new();
     match TextEncoder::new().encode(&state.registry.gather(), &mut out) {
         Ok(()) => HttpResponse::Ok()

@@ -46,6 +46,6 @@ pub fn pool(database_url: &str, max_size: u32) -> Result<Pool> {
     Ok(r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(0))
-        .connection_timeout(std::time::Duration::from_secs(5))
+        .connection_timeout(std::time::Duration::from_secs(2))
         .build_unchecked(manager))
 }

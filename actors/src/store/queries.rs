@@ -171,7 +171,13 @@ pub fn top_streams(
 /// Every `stream_state` row (at most `limit`), by stream id.
 pub fn stream_states(conn: &mut PgConnection, limit: i64) -> Result<Vec<StateRecord>> {
     Ok(ss::table
-        .select((ss::stream_id, ss::is_live, ss::active_viewers, ss::last_event_at, ss::updated_at))
+        .select((
+            ss::stream_id,
+            ss::is_live,
+            ss::active_viewers,
+            ss::last_event_at,
+            ss::updated_at,
+        ))
         .order(ss::stream_id.asc())
         .limit(limit)
         .load(conn)?)

@@ -1,0 +1,141 @@
+//! Query-parameter parsing with errors that name the parameter.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
+use chrono::{DateTime, Utc};
+
+use super::errors::ApiError;
+
+/// The query string of one request.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    /// The raw value of the first of `names` present.
+    fn raw<'a>(&'a self, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
+        names
+            .iter()
+            .find_map(|n| self.0.get(*n).map(|v| (*n, v.as_str())))
+    }
+
+    /// An integer in `range`, `default` when absent; `names[0]` is the
+    /// canonical name, the rest aliases.
+    pub fn int(
+        &self,
+        names: &[&str],
+        default: i64,
+        range: RangeInclusive<i64>,
+    ) -> Result<i64, ApiError> {
+        let Some((name, raw)) = self.raw(names) else {
+            return Ok(default);
+        };
+        match raw.trim().parse::<i64>() {
+            Ok(v) if range.contains(&v) => Ok(v),
+            _ => Err(ApiError::BadParameter(format!(
+                "{name} must be an integer from {} to {}, got {raw:?}",
+                range.start(),
+                range.end()
+            ))),
+        }
+    }
+
+    /// A string of 1 to `max_chars` characters, if present.
+    pub fn text(&self, name: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) if (1..=max_chars).contains(&v.chars().count()) => Ok(Some(v.clone())),
+            Some(v) => Err(ApiError::BadParameter(format!(
+                "{name} must be 1 to {max_chars} characters, got {}",
+                v.chars().count()
+            ))),
+        }
+    }
+
+    /// One of `allowed`, `default` when absent.
+    pub fn choice<'a>(
+        &self,
+        name: &str,
+        allowed: &[&'a str],
+        default: &'a str,
+    ) -> Result<&'a str, ApiError> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(v) => allowed.iter().copied().find(|a| a == v).ok_or_else(|| {
+                ApiError::BadParameter(format!(
+                    "{name} must be one of {}, got {v:?}",
+                    allowed.join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// An RFC 3339 time, if present.
+    pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| {
+                        ApiError::BadParameter(format!("{name} must be an RFC 3339 time like 2025-12-20T18:00:00Z, got {v:?} ({e})"))
+                    })
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn integers_are_bounded_and_errors_name_the_parameter() {
+        let p = params(&[("limit", "50"), ("minutes", "-1"), ("n", "x")]);
+        assert_eq!(p.int(&["limit"], 10, 1..=100).ok(), Some(50));
+        assert_eq!(p.int(&["absent"], 10, 1..=100).ok(), Some(10));
+        let err = p.int(&["minutes"], 10, 1..=100).expect_err("negative");
+        assert!(err.to_string().starts_with("minutes "), "{err}");
+        let err = p
+            .int(&["n", "limit"], 10, 1..=100)
+            .expect_err("not a number");
+        assert!(err.to_string().starts_with("n "), "{err}");
+    }
+
+    #[test]
+    fn aliases_are_accepted() {
+        let p = params(&[("limit", "7")]);
+        assert_eq!(p.int(&["n", "limit"], 10, 1..=100).ok(), Some(7));
+    }
+
+    #[test]
+    fn choices_and_times() {
+        let p = params(&[
+            ("by", "chat_messages"),
+            ("from", "2025-12-20T18:00:00+01:00"),
+            ("to", "soon"),
+        ]);
+        assert_eq!(
+            p.choice("by", &["a", "chat_messages"], "a").ok(),
+            Some("chat_messages")
+        );
+        assert!(p.choice("by", &["a"], "a").is_err());
+        assert_eq!(
+            p.time("from").ok().flatten().map(|t| t.to_rfc3339()),
+            Some("2025-12-20T17:00:00+00:00".to_owned())
+        );
+        assert!(p
+            .time("to")
+            .expect_err("bad")
+            .to_string()
+            .starts_with("to "));
+    }
+}
