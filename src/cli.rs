@@ -26,6 +26,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run the pipeline and the HTTP API in one process.
     Serve(ServeArgs),
+    /// Run the whole stack locally: Postgres, broker, serve, generator, Prometheus.
+    Stack(crate::stack::StackArgs),
 }
 
 /// Where the database is.

@@ -6,6 +6,7 @@ mod generate;
 mod http;
 mod migrate;
 mod serve;
+mod stack;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args).map_err(Into::into),
         Command::Generate(args) => generate::run(args).map_err(Into::into),
         Command::Serve(args) => serve::run(args).map_err(Into::into),
+        Command::Stack(args) => stack::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
