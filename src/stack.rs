@@ -17,25 +17,55 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub struct StackArgs {
     /// Directory for the data and logs of every component.
-    #[arg(long, env = "STACK_DIR", value_name = "STACK_DIR", default_value = ".streamstats")]
+    #[arg(
+        long,
+        env = "STACK_DIR",
+        value_name = "STACK_DIR",
+        default_value = ".streamstats"
+    )]
     pub dir: PathBuf,
     /// Delete the stack's data first and start empty.
     #[arg(long)]
     pub fresh: bool,
     /// Postgres port on 127.0.0.1.
-    #[arg(long, env = "STACK_PG_PORT", value_name = "STACK_PG_PORT", default_value_t = 55432)]
+    #[arg(
+        long,
+        env = "STACK_PG_PORT",
+        value_name = "STACK_PG_PORT",
+        default_value_t = 55432
+    )]
     pub pg_port: u16,
     /// Kafka-protocol (tansu) port on 127.0.0.1.
-    #[arg(long, env = "STACK_KAFKA_PORT", value_name = "STACK_KAFKA_PORT", default_value_t = 19092)]
+    #[arg(
+        long,
+        env = "STACK_KAFKA_PORT",
+        value_name = "STACK_KAFKA_PORT",
+        default_value_t = 19092
+    )]
     pub kafka_port: u16,
     /// HTTP port of `serve` on 127.0.0.1.
-    #[arg(long, env = "STACK_HTTP_PORT", value_name = "STACK_HTTP_PORT", default_value_t = 8000)]
+    #[arg(
+        long,
+        env = "STACK_HTTP_PORT",
+        value_name = "STACK_HTTP_PORT",
+        default_value_t = 8000
+    )]
     pub http_port: u16,
     /// Prometheus port on 127.0.0.1 (used when `prometheus` is installed).
-    #[arg(long, env = "STACK_PROMETHEUS_PORT", value_name = "STACK_PROMETHEUS_PORT", default_value_t = 9090)]
+    #[arg(
+        long,
+        env = "STACK_PROMETHEUS_PORT",
+        value_name = "STACK_PROMETHEUS_PORT",
+        default_value_t = 9090
+    )]
     pub prometheus_port: u16,
     /// Generator events per second (live clock); 0 runs no generator.
-    #[arg(long, env = "GEN_RATE", value_name = "GEN_RATE", default_value_t = 20.0)]
+    #[arg(
+        long,
+        env = "GEN_RATE",
+        value_name = "GEN_RATE",
+        default_value_t = 20.0
+    )]
     pub rate: f64,
 }
 
@@ -69,7 +99,11 @@ impl Component {
             path: log.display().to_string(),
             source,
         };
-        let out = fs::File::options().create(true).append(true).open(&log).map_err(prepare)?;
+        let out = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(prepare)?;
         let err = out.try_clone().map_err(prepare)?;
         let child = cmd
             .stdin(Stdio::null())
@@ -162,7 +196,9 @@ fn tansu_bin() -> Result<PathBuf, StackError> {
     }
     let cache = std::env::var("STREAMSTATS_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/streamstats"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/streamstats")
+        });
     let bin = cache.join("tansu/bin/tansu");
     bin.exists()
         .then_some(bin)
@@ -177,7 +213,11 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-fn wait_for_port(component: &mut Component, port: u16, patience: Duration) -> Result<(), StackError> {
+fn wait_for_port(
+    component: &mut Component,
+    port: u16,
+    patience: Duration,
+) -> Result<(), StackError> {
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
         component.check_running()?;
@@ -188,7 +228,10 @@ fn wait_for_port(component: &mut Component, port: u16, patience: Duration) -> Re
     }
     Err(StackError::Start {
         component: component.name.to_owned(),
-        detail: format!("port {port} not open after {patience:?}; see {}", component.log.display()),
+        detail: format!(
+            "port {port} not open after {patience:?}; see {}",
+            component.log.display()
+        ),
     })
 }
 
@@ -205,15 +248,32 @@ fn start_postgres(args: &StackArgs, dir: &Path) -> Result<Component, StackError>
     if !data.join("PG_VERSION").exists() {
         prepare_dir(&data)?;
         if running_as_root() {
-            let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data).status();
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status();
         }
-        eprintln!("stack: creating the Postgres cluster in {}.", data.display());
+        eprintln!(
+            "stack: creating the Postgres cluster in {}.",
+            data.display()
+        );
         let out = command(&bin.join("initdb"), true)
             .arg("-D")
             .arg(&data)
-            .args(["-U", "streamstats", "-A", "trust", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                "streamstats",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .output()
-            .map_err(|e| StackError::Start { component: "initdb".into(), detail: e.to_string() })?;
+            .map_err(|e| StackError::Start {
+                component: "initdb".into(),
+                detail: e.to_string(),
+            })?;
         if !out.status.success() {
             return Err(StackError::Start {
                 component: "initdb".into(),
@@ -234,14 +294,33 @@ fn start_postgres(args: &StackArgs, dir: &Path) -> Result<Component, StackError>
     let mut created = false;
     for _ in 0..50 {
         let status = Command::new(&psql)
-            .args(["-h", "127.0.0.1", "-p", &args.pg_port.to_string(), "-U", "streamstats", "-d", "postgres"])
-            .args(["-qtAc", "SELECT 1 FROM pg_database WHERE datname = 'streamstats'"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &args.pg_port.to_string(),
+                "-U",
+                "streamstats",
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-qtAc",
+                "SELECT 1 FROM pg_database WHERE datname = 'streamstats'",
+            ])
             .output();
         match status {
             Ok(out) if out.status.success() => {
                 if String::from_utf8_lossy(&out.stdout).trim() != "1" {
                     let _ = Command::new(&psql)
-                        .args(["-h", "127.0.0.1", "-p", &args.pg_port.to_string(), "-U", "streamstats"])
+                        .args([
+                            "-h",
+                            "127.0.0.1",
+                            "-p",
+                            &args.pg_port.to_string(),
+                            "-U",
+                            "streamstats",
+                        ])
                         .args(["-d", "postgres", "-qc", "CREATE DATABASE streamstats"])
                         .status();
                 }
@@ -267,7 +346,13 @@ fn start_tansu(args: &StackArgs, dir: &Path) -> Result<Component, StackError> {
     let url = format!("tcp://127.0.0.1:{}", args.kafka_port);
     let mut cmd = command(&bin, false);
     cmd.current_dir(&data)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         // sqlite storage survives restarts and resumes at exact offsets.
         .args(["--storage-engine", "sqlite://broker.db"])
         .env("RUST_LOG", "warn");
@@ -293,8 +378,14 @@ fn start_prometheus(args: &StackArgs, dir: &Path) -> Result<Option<Component>, S
     })?;
     let mut cmd = command(&bin, false);
     cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", args.prometheus_port));
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.join("tsdb").display()
+        ))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            args.prometheus_port
+        ));
     let mut prom = Component::spawn("prometheus", cmd, dir.join("prometheus.log"))?;
     wait_for_port(&mut prom, args.prometheus_port, Duration::from_secs(60))?;
     Ok(Some(prom))
@@ -335,12 +426,18 @@ pub fn run(args: StackArgs) -> Result<(), StackError> {
         })?;
     }
     prepare_dir(&args.dir)?;
-    let dir = args.dir.canonicalize().map_err(|source| StackError::Prepare {
-        path: args.dir.display().to_string(),
-        source,
-    })?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .map_err(|source| StackError::Prepare {
+            path: args.dir.display().to_string(),
+            source,
+        })?;
     let exe = std::env::current_exe().map_err(|e| StackError::Missing(e.to_string()))?;
-    let database_url = format!("postgres://streamstats@127.0.0.1:{}/streamstats", args.pg_port);
+    let database_url = format!(
+        "postgres://streamstats@127.0.0.1:{}/streamstats",
+        args.pg_port
+    );
     let brokers = format!("127.0.0.1:{}", args.kafka_port);
 
     let mut components = vec![start_postgres(&args, &dir)?, start_tansu(&args, &dir)?];
@@ -367,11 +464,19 @@ pub fn run(args: StackArgs) -> Result<(), StackError> {
     components.extend(prometheus);
 
     let api = format!("http://127.0.0.1:{}", args.http_port);
-    println!("streamstats stack is up (data and logs in {}):", dir.display());
+    println!(
+        "streamstats stack is up (data and logs in {}):",
+        dir.display()
+    );
     println!("  API          {api}/metrics  {api}/streams  {api}/streams/top");
     println!("  health       {api}/health  {api}/ready");
     println!("  metrics      {api}/prometheus");
-    println!("  Prometheus   {}", prometheus_url.as_deref().unwrap_or("not installed (apt-get install prometheus)"));
+    println!(
+        "  Prometheus   {}",
+        prometheus_url
+            .as_deref()
+            .unwrap_or("not installed (apt-get install prometheus)")
+    );
     println!("  Postgres     {database_url}");
     println!("  Kafka        {brokers} (topic stream.events)");
     println!("Ctrl-C stops everything; the next run resumes where this one stopped.");
@@ -379,7 +484,10 @@ pub fn run(args: StackArgs) -> Result<(), StackError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| StackError::Start { component: "runtime".into(), detail: e.to_string() })?;
+        .map_err(|e| StackError::Start {
+            component: "runtime".into(),
+            detail: e.to_string(),
+        })?;
     let outcome = runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -414,5 +522,8 @@ pub fn run(args: StackArgs) -> Result<(), StackError> {
         };
         c.stop(signal, patience);
     }
-    outcome.map_err(|detail| StackError::Start { component: "stack".into(), detail })
+    outcome.map_err(|detail| StackError::Start {
+        component: "stack".into(),
+        detail,
+    })
 }

@@ -2,7 +2,7 @@
 //! arbiter inside the running actix System, and exposes the pipeline's
 //! status for readiness checks.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Addr, Arbiter, Supervisor, SyncArbiter};
@@ -20,9 +20,20 @@ use crate::writer::WriterActor;
 pub struct PipelineStatus {
     assigned: AtomicUsize,
     error: Mutex<Option<String>>,
+    broker_down: AtomicBool,
 }
 
 impl PipelineStatus {
+    /// Records whether a broker connection is up (from client statistics).
+    pub fn set_broker_up(&self, up: bool) {
+        self.broker_down.store(!up, Ordering::Relaxed);
+    }
+
+    /// True when the last client statistics showed no broker connection up.
+    pub fn broker_down(&self) -> bool {
+        self.broker_down.load(Ordering::Relaxed)
+    }
+
     /// Records how many partitions are assigned.
     pub fn set_assigned(&self, n: usize) {
         self.assigned.store(n, Ordering::Relaxed);

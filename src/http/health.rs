@@ -86,6 +86,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if let Some(e) = state.status.error() {
         problems.push(format!("last checkpoint failed: {e}"));
     }
+    if state.status.broker_down() {
+        problems.push("broker unreachable".to_owned());
+    }
     let assigned = state.status.assigned();
     if assigned == 0 {
         problems.push("no partitions assigned".to_owned());
@@ -103,6 +106,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let body = json!({
         "ready": problems.is_empty(),
         "database": db.is_ok(),
+        "broker": !state.status.broker_down(),
         "assigned_partitions": assigned,
         "last_checkpoint_age_seconds": age_s,
         "problems": problems,

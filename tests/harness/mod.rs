@@ -14,7 +14,7 @@ mod serve;
 pub use broker::Broker;
 pub use postgres::Postgres;
 pub use scenario::Scenario;
-pub use serve::{actual, committed_messages, wait_for_truth, Serve, ServeConfig};
+pub use serve::{actual, check_truth, committed_messages, wait_for_truth, Serve, ServeConfig};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -47,6 +47,12 @@ impl Scenario {
         }
     }
 
+    /// The same scenario with another seed.
+    pub fn seeded(mut self, seed: u64) -> Scenario {
+        self.seed = seed;
+        self
+    }
+
     fn start_time(&self) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(self.start)
             .expect("scenario start is RFC 3339")

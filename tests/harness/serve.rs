@@ -156,9 +156,21 @@ pub fn committed_messages(database_url: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Waits until the result tables equal `expected` exactly, then checks it
-/// again; on timeout reports the first difference.
+/// Waits until the result tables equal `expected` exactly; on timeout
+/// panics with the first differences and the service's log.
 pub fn wait_for_truth(serve: &mut Serve, expected: &Expected, timeout: Duration) {
+    if let Err(diff) = check_truth(serve, expected, timeout) {
+        panic!("{diff}\nserve log:\n{}", serve.process.log_tail());
+    }
+}
+
+/// Waits until the result tables equal `expected` exactly, or describes
+/// the difference left after `timeout`.
+pub fn check_truth(
+    serve: &mut Serve,
+    expected: &Expected,
+    timeout: Duration,
+) -> Result<(), String> {
     let url = serve.cfg.database_url.clone();
     let matches = |got: &Expected| {
         got.rows == expected.rows
@@ -167,17 +179,18 @@ pub fn wait_for_truth(serve: &mut Serve, expected: &Expected, timeout: Duration)
     };
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        serve.process.assert_running();
+        if let Some(status) = serve.process.try_wait() {
+            return Err(format!("serve exited with {status}"));
+        }
         let got = actual(&url);
         if matches(&got) {
-            return;
+            return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            panic!(
-                "tables differ from ground truth after {timeout:?}:\n{}\nserve log:\n{}",
-                describe_difference(&got, expected),
-                serve.process.log_tail()
-            );
+            return Err(format!(
+                "tables differ from ground truth after {timeout:?}:\n{}",
+                describe_difference(&got, expected)
+            ));
         }
         std::thread::sleep(Duration::from_millis(250));
     }

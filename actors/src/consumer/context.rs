@@ -15,6 +15,7 @@ use rdkafka::{ClientContext, Offset};
 
 use crate::checkpoint::{Fence, Restored};
 use crate::config::OffsetReset;
+use crate::pipeline::PipelineStatus;
 use crate::store::{self, Pool};
 
 /// How long an assignment keeps retrying an unreachable database before
@@ -48,6 +49,7 @@ pub struct PipelineContext {
     offset_reset: OffsetReset,
     events: Mutex<VecDeque<AssignmentEvent>>,
     high_watermarks: Mutex<BTreeMap<i32, i64>>,
+    status: Arc<PipelineStatus>,
 }
 
 impl PipelineContext {
@@ -58,8 +60,10 @@ impl PipelineContext {
         group_id: String,
         topic: String,
         offset_reset: OffsetReset,
+        status: Arc<PipelineStatus>,
     ) -> Self {
         PipelineContext {
+            status,
             pool,
             fence,
             group_id,
@@ -173,6 +177,13 @@ impl PipelineContext {
 
 impl ClientContext for PipelineContext {
     fn stats(&self, statistics: Statistics) {
+        // Is any real (configured or learned, not internal) broker up?
+        let up = statistics
+            .brokers
+            .values()
+            .filter(|b| b.source == "configured" || b.source == "learned")
+            .any(|b| b.state == "UP");
+        self.status.set_broker_up(up);
         if let Some(topic) = statistics.topics.get(&self.topic) {
             let mut high = self
                 .high_watermarks

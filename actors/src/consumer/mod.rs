@@ -155,6 +155,7 @@ impl ConsumerActor {
             self.cfg.group_id.clone(),
             self.cfg.topic.clone(),
             self.cfg.offset_reset,
+            self.status.clone(),
         );
         let reset = match self.cfg.offset_reset {
             OffsetReset::Earliest => "earliest",
