@@ -14,6 +14,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod consumer;
 pub mod event;
+#[cfg(test)]
+mod event_fuzz;
 pub mod generator;
 pub mod messages;
 pub mod metrics;

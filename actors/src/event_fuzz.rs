@@ -1,0 +1,123 @@
+//! Property-based fuzzing of the event parser: it never panics on any
+//! input, rejects everything it does not accept with a reason, and valid
+//! events survive a JSON round trip. Longer runs: `PROPTEST_CASES=100000
+//! cargo test -p streamstats-actors --release event_fuzz`.
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use proptest::prelude::*;
+
+use crate::event::{Event, EventKind};
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("valid literal")
+        .with_timezone(&Utc)
+}
+
+fn kind() -> impl Strategy<Value = EventKind> {
+    let user = "[a-zA-Z0-9_\\-é]{1,40}";
+    prop_oneof![
+        Just(EventKind::StreamStart),
+        Just(EventKind::StreamStop),
+        user.prop_map(|user_id| EventKind::ViewerJoin { user_id }),
+        user.prop_map(|user_id| EventKind::ViewerLeave { user_id }),
+        (user, 0i64..1_000_000).prop_map(|(user_id, message_len)| EventKind::ChatMessage {
+            user_id,
+            message_len
+        }),
+        (user, 0i64..100_000_000_000).prop_map(|(user_id, amount_cents)| EventKind::Donation {
+            user_id,
+            amount_cents
+        }),
+    ]
+}
+
+fn to_json(e: &Event, offset_hours: i32) -> String {
+    let offset = chrono::FixedOffset::east_opt(offset_hours * 3600).expect("valid offset");
+    let mut fields = vec![
+        format!(
+            "\"event_id\":{}",
+            serde_json::to_string(&e.event_id).expect("string")
+        ),
+        format!(
+            "\"ts\":\"{}\"",
+            e.ts.with_timezone(&offset)
+                .to_rfc3339_opts(SecondsFormat::AutoSi, false)
+        ),
+        format!("\"event_type\":\"{}\"", e.kind.name()),
+        format!(
+            "\"stream_id\":{}",
+            serde_json::to_string(&e.stream_id).expect("string")
+        ),
+    ];
+    match &e.kind {
+        EventKind::StreamStart | EventKind::StreamStop => {}
+        EventKind::ViewerJoin { user_id } | EventKind::ViewerLeave { user_id } => {
+            fields.push(format!(
+                "\"user_id\":{}",
+                serde_json::to_string(user_id).expect("string")
+            ));
+        }
+        EventKind::ChatMessage {
+            user_id,
+            message_len,
+        } => {
+            fields.push(format!(
+                "\"user_id\":{}",
+                serde_json::to_string(user_id).expect("string")
+            ));
+            fields.push(format!("\"message_len\":{message_len}"));
+        }
+        EventKind::Donation {
+            user_id,
+            amount_cents,
+        } => {
+            fields.push(format!(
+                "\"user_id\":{}",
+                serde_json::to_string(user_id).expect("string")
+            ));
+            fields.push(format!(
+                "\"amount_usd\":{}.{:02}",
+                amount_cents / 100,
+                amount_cents % 100
+            ));
+        }
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+proptest! {
+    #[test]
+    fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = Event::parse(&bytes, now());
+    }
+
+    #[test]
+    fn never_panics_on_json_like_text(text in "[{}\\[\\]\":,0-9a-z_.eE+\\- ]{0,400}") {
+        let _ = Event::parse(text.as_bytes(), now());
+    }
+
+    #[test]
+    fn mutated_valid_events_never_panic(k in kind(), cut in 0usize..400, byte in any::<u8>()) {
+        let e = Event { event_id: "e".into(), ts: now() - TimeDelta::hours(1), stream_id: "s".into(), kind: k };
+        let mut bytes = to_json(&e, 0).into_bytes();
+        if cut < bytes.len() {
+            bytes[cut] = byte;
+        }
+        let _ = Event::parse(&bytes, now());
+    }
+
+    #[test]
+    fn valid_events_round_trip(
+        event_id in "[a-zA-Z0-9\\-]{1,64}",
+        stream_id in "[a-zA-Z0-9\\-ü]{1,128}",
+        micros in 0i64..1_700_000_000_000_000,
+        offset_hours in -12i32..14,
+        k in kind(),
+    ) {
+        let ts = DateTime::from_timestamp_micros(micros).expect("in range");
+        let e = Event { event_id, ts, stream_id, kind: k };
+        let parsed = Event::parse(to_json(&e, offset_hours).as_bytes(), now());
+        prop_assert_eq!(parsed, Ok(e));
+    }
+}
