@@ -3,6 +3,7 @@
 # machine. Idempotent: a second run does nothing that is already done.
 #
 #   - PostgreSQL server binaries (Debian's `postgresql` package) if missing
+#   - Prometheus and promtool (Debian's `prometheus` package) if missing
 #   - the tansu Kafka-compatible broker, built once into a cache directory
 #     outside the repository ($STREAMSTATS_CACHE, default ~/.cache/streamstats)
 #   - libcurl/ssl headers are not needed: rdkafka is built with its bundled
@@ -43,6 +44,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! pkg-config --exists zlib 2>/dev/null && [ ! -e /usr/include/zlib.h ]; then
     apt_install zlib1g-dev
+fi
+
+# Prometheus and promtool: the observability test runs the shipped config
+# and dashboard queries against a real Prometheus.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    apt_install prometheus
 fi
 
 # tansu: the Kafka-protocol broker used by the tests and the local stack.

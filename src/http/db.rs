@@ -1,5 +1,7 @@
 //! Runs a query on the blocking thread pool and maps failures to 503.
 
+use std::time::Duration;
+
 use actix_web::web;
 use diesel::PgConnection;
 use streamstats_actors::store;
@@ -7,8 +9,27 @@ use streamstats_actors::store;
 use super::errors::ApiError;
 use super::AppState;
 
+/// How long a query route waits for a connection before answering 503.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(2);
+/// How long probes (`/health`, `/ready`, the scrape) wait: a scrape must
+/// finish well inside Prometheus' scrape timeout even with the database down.
+pub const PROBE_PATIENCE: Duration = Duration::from_millis(500);
+
 /// Runs `f` with a pooled connection off the async threads.
 pub async fn query<T, F>(state: &web::Data<AppState>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut PgConnection) -> store::Result<T> + Send + 'static,
+{
+    query_within(state, CONNECT_PATIENCE, f).await
+}
+
+/// Like [`query`], waiting at most `patience` for a connection.
+pub async fn query_within<T, F>(
+    state: &web::Data<AppState>,
+    patience: Duration,
+    f: F,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&mut PgConnection) -> store::Result<T> + Send + 'static,
@@ -16,7 +37,7 @@ where
     let pool = state.pool.clone();
     web::block(move || {
         let mut conn = pool
-            .get()
+            .get_timeout(patience)
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         f(&mut conn).map_err(|e| ApiError::Unavailable(e.to_string()))
     })

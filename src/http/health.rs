@@ -7,6 +7,7 @@ use diesel::RunQueryDsl;
 use prometheus::{IntGauge, Registry};
 use serde_json::json;
 
+use super::db::{query_within, PROBE_PATIENCE};
 use super::AppState;
 
 /// The seed's API gauges, computed at scrape time.
@@ -47,18 +48,16 @@ impl ApiGauges {
     }
 }
 
-/// Runs `SELECT 1` on the blocking pool.
+/// Runs `SELECT 1`, waiting at most [`PROBE_PATIENCE`] for a connection.
 pub async fn ping(state: &web::Data<AppState>) -> Result<(), String> {
-    let pool = state.pool.clone();
-    web::block(move || -> Result<(), String> {
-        let mut conn = pool.get().map_err(|e| e.to_string())?;
+    query_within(state, PROBE_PATIENCE, |conn| {
         diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
+            .execute(conn)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 /// `GET /health`.

@@ -6,7 +6,7 @@ use chrono::{TimeDelta, Utc};
 use prometheus::{Encoder, TextEncoder};
 use streamstats_actors::store::queries;
 
-use super::db::query;
+use super::db::{query_within, PROBE_PATIENCE};
 use super::AppState;
 
 /// Window of the `*_recent` gauges.
@@ -16,7 +16,7 @@ const RECENT: TimeDelta = TimeDelta::minutes(5);
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     let now = Utc::now();
     state.metrics.refresh(now.timestamp_millis());
-    match query(&state, move |conn| {
+    match query_within(&state, PROBE_PATIENCE, move |conn| {
         queries::recent_counts(conn, now - RECENT)
     })
     .await

@@ -8,11 +8,13 @@
 mod broker;
 mod postgres;
 mod process;
+mod prometheus;
 mod scenario;
 mod serve;
 
 pub use broker::Broker;
 pub use postgres::Postgres;
+pub use prometheus::Prometheus;
 pub use scenario::Scenario;
 pub use serve::{actual, check_truth, committed_messages, wait_for_truth, Serve, ServeConfig};
 
