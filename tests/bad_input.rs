@@ -45,7 +45,7 @@ fn corpus() -> Vec<(Vec<u8>, &'static str)> {
         (br#"{"event_id":"x","ts":"#.to_vec(), "invalid_json"),
         (vec![0xff, 0xfe, b'{', 0x80], "invalid_utf8"),
         ([b"{\"event_id\":\"".as_slice(), &[0xc3, 0x28], b"\"}"].concat(), "invalid_utf8"),
-        (format!(r#"{{"event_id":7,"ts":"2025-12-20T18:00:00Z","event_type":"stream_start","stream_id":"s"}}"#).into_bytes(), "wrong_type"),
+        (br#"{"event_id":7,"ts":"2025-12-20T18:00:00Z","event_type":"stream_start","stream_id":"s"}"#.to_vec(), "wrong_type"),
         (format!(r#"{{{head},"event_type":"chat_message","stream_id":"s","user_id":"u","message_len":"5"}}"#).into_bytes(), "wrong_type"),
         (donation(r#""10.00""#), "wrong_type"),
         (format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)).into_bytes(), "too_large"),
