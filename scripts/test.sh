@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 cargo fmt --all --check
+bash scripts/check-compose.sh
 cargo clippy -j2 --all-targets -- -D warnings
 cargo test -j2 --workspace --lib --bins --tests -- --test-threads=2
 
