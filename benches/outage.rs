@@ -25,7 +25,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -37,8 +40,21 @@ fn main() {
     let mut serve = Serve::start(ServeConfig::new(&db, &services.broker, &topic));
     let total = rate * (outage.as_secs() + 60);
     let mut producer = Command::new(env!("CARGO_BIN_EXE_streamstats"))
-        .args(["generate", "--kafka-brokers", &services.broker.bootstrap(), "--kafka-topic", &topic])
-        .args(["--rate", &rate.to_string(), "--count", &total.to_string(), "--streams", "50"])
+        .args([
+            "generate",
+            "--kafka-brokers",
+            &services.broker.bootstrap(),
+            "--kafka-topic",
+            &topic,
+        ])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--count",
+            &total.to_string(),
+            "--streams",
+            "50",
+        ])
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -50,7 +66,9 @@ fn main() {
         before = before.max(rss_kib(pid));
         std::thread::sleep(Duration::from_millis(200));
     }
-    let consumed_before = serve.metric("streamstats_events_consumed_total").unwrap_or(0.0);
+    let consumed_before = serve
+        .metric("streamstats_events_consumed_total")
+        .unwrap_or(0.0);
     services.postgres.stop_immediate();
     let stopped = Instant::now();
     let mut during = 0;
@@ -59,14 +77,19 @@ fn main() {
         during = during.max(rss_kib(pid));
         std::thread::sleep(Duration::from_millis(200));
     }
-    let consumed_during = serve.metric("streamstats_events_consumed_total").unwrap_or(0.0) - consumed_before;
+    let consumed_during = serve
+        .metric("streamstats_events_consumed_total")
+        .unwrap_or(0.0)
+        - consumed_before;
     let paused = serve.metric("streamstats_consumer_paused");
     services.postgres.resume();
     let resumed = Instant::now();
     let target = committed_messages(&db) + 1;
-    harness::wait_for("checkpoints to commit again", Duration::from_secs(120), || {
-        (committed_messages(&db) > target).then_some(())
-    });
+    harness::wait_for(
+        "checkpoints to commit again",
+        Duration::from_secs(120),
+        || (committed_messages(&db) > target).then_some(()),
+    );
     let recovery = resumed.elapsed();
     let mut after = 0;
     for _ in 0..50 {

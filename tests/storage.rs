@@ -34,10 +34,11 @@ fn migrations_apply_reapply_and_revert_cleanly() {
     let mut conn = PgConnection::establish(&url).expect("connect");
 
     let applied = store::run_migrations(&mut conn).expect("first apply");
-    assert_eq!(applied.len(), 1);
+    assert_eq!(applied.len(), 2);
     let expected = [
         "consumer_offsets",
         "dead_letters",
+        "partition_owners",
         "stream_metrics_minute",
         "stream_state",
         "window_snapshots",
@@ -49,10 +50,10 @@ fn migrations_apply_reapply_and_revert_cleanly() {
         .is_empty());
 
     let reverted = store::revert_all_migrations(&mut conn).expect("revert");
-    assert_eq!(reverted.len(), 1);
+    assert_eq!(reverted.len(), 2);
     assert!(tables(&mut conn).is_empty());
 
-    assert_eq!(store::run_migrations(&mut conn).expect("re-apply").len(), 1);
+    assert_eq!(store::run_migrations(&mut conn).expect("re-apply").len(), 2);
     assert_eq!(tables(&mut conn), expected);
 }
 

@@ -57,6 +57,8 @@ pub struct Snapshot {
 pub struct Checkpoint {
     /// Assignment epoch of the consumer that took the barrier.
     pub epoch: u64,
+    /// The consumer incarnation that owns the partitions (cross-process fencing).
+    pub owner: String,
     /// Consumer group of the offsets.
     pub group_id: String,
     /// Topic of the offsets and dead letters.

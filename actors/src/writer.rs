@@ -24,9 +24,13 @@ pub enum WriteError {
     /// The database refused or could not be reached; retry the same checkpoint.
     #[error("checkpoint not committed: {0}")]
     Database(String),
-    /// The checkpoint belongs to an older assignment epoch; drop it.
-    #[error("checkpoint of epoch {checkpoint} fenced off by epoch {current}")]
-    Fenced { checkpoint: u64, current: u64 },
+    /// The checkpoint's partitions were reassigned; drop it.
+    #[error("checkpoint of epoch {checkpoint} fenced off (epoch {current}): {reason}")]
+    Fenced {
+        checkpoint: u64,
+        current: u64,
+        reason: String,
+    },
     /// The writer panicked; the pipeline must roll back.
     #[error("writer panicked: {0}")]
     Panicked(String),
@@ -59,6 +63,7 @@ impl WriterActor {
             return Err(WriteError::Fenced {
                 checkpoint: cp.epoch,
                 current,
+                reason: "a newer assignment in this process".to_owned(),
             });
         }
         let started = Instant::now();
@@ -66,8 +71,14 @@ impl WriterActor {
             .pool
             .get()
             .map_err(|e| WriteError::Database(StoreError::from(e).to_string()))?;
-        store::write_checkpoint(&mut conn, cp, Utc::now())
-            .map_err(|e| WriteError::Database(e.to_string()))?;
+        store::write_checkpoint(&mut conn, cp, Utc::now()).map_err(|e| match e {
+            StoreError::Fenced(reason) => WriteError::Fenced {
+                checkpoint: cp.epoch,
+                current,
+                reason,
+            },
+            other => WriteError::Database(other.to_string()),
+        })?;
         self.metrics
             .checkpoint_duration
             .observe(started.elapsed().as_secs_f64());

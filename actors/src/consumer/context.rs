@@ -50,6 +50,7 @@ pub struct PipelineContext {
     events: Mutex<VecDeque<AssignmentEvent>>,
     high_watermarks: Mutex<BTreeMap<i32, i64>>,
     status: Arc<PipelineStatus>,
+    owner: String,
 }
 
 impl PipelineContext {
@@ -61,9 +62,11 @@ impl PipelineContext {
         topic: String,
         offset_reset: OffsetReset,
         status: Arc<PipelineStatus>,
+        owner: String,
     ) -> Self {
         PipelineContext {
             status,
+            owner,
             pool,
             fence,
             group_id,
@@ -105,8 +108,14 @@ impl PipelineContext {
                 .get()
                 .map_err(|e| e.to_string())
                 .and_then(|mut conn| {
-                    store::load_assignment(&mut conn, &self.group_id, &self.topic, partitions)
-                        .map_err(|e| e.to_string())
+                    store::load_assignment(
+                        &mut conn,
+                        &self.group_id,
+                        &self.topic,
+                        partitions,
+                        &self.owner,
+                    )
+                    .map_err(|e| e.to_string())
                 });
             match attempt {
                 Ok(restored) => return Ok(restored),
@@ -176,6 +185,16 @@ impl PipelineContext {
 }
 
 impl ClientContext for PipelineContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            // End of partition is how catching up is detected, not trouble.
+            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                log::trace!("librdkafka: {reason}");
+            }
+            _ => log::warn!("Kafka client error: {error} ({reason})."),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         // Is any real (configured or learned, not internal) broker up?
         let up = statistics

@@ -80,6 +80,8 @@ pub struct ConsumerActor {
     self_addr: Option<Addr<ConsumerActor>>,
     // Per incarnation: everything below is dropped on restart.
     consumer: Option<Arc<BaseConsumer<PipelineContext>>>,
+    /// This incarnation's ownership token for `partition_owners`.
+    owner: String,
     epoch: u64,
     assigned: BTreeSet<i32>,
     at_eof: BTreeSet<i32>,
@@ -128,6 +130,7 @@ impl ConsumerActor {
             start_delay: Duration::ZERO,
             self_addr: None,
             consumer: None,
+            owner: String::new(),
             epoch: 0,
             assigned: BTreeSet::new(),
             at_eof: BTreeSet::new(),
@@ -149,6 +152,12 @@ impl ConsumerActor {
 
     /// Creates the rdkafka consumer and joins the group.
     fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.owner = format!(
+            "{}-pid{}-{}",
+            self.cfg.group_id,
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
         let context = PipelineContext::new(
             self.pool.clone(),
             self.fence.clone(),
@@ -156,6 +165,7 @@ impl ConsumerActor {
             self.cfg.topic.clone(),
             self.cfg.offset_reset,
             self.status.clone(),
+            self.owner.clone(),
         );
         let reset = match self.cfg.offset_reset {
             OffsetReset::Earliest => "earliest",
@@ -421,6 +431,8 @@ impl ConsumerActor {
                 self.assigned
             );
         }
+        // Results of checkpoints still in flight no longer match any epoch.
+        self.epoch = 0;
         self.assigned.clear();
         self.at_eof.clear();
         self.next_offsets.clear();
@@ -485,6 +497,7 @@ impl ConsumerActor {
             }
             let mut cp = Checkpoint {
                 epoch,
+                owner: act.owner.clone(),
                 group_id: act.cfg.group_id.clone(),
                 topic: act.cfg.topic.clone(),
                 offsets,
@@ -563,9 +576,11 @@ impl ConsumerActor {
                         }
                     });
                 }
-                Ok(Err(WriteError::Fenced { .. })) => {
+                Ok(Err(WriteError::Fenced { reason, .. })) => {
+                    // Same epoch here, so another process owns a partition
+                    // now: this incarnation's state is stale. Start over.
                     act.metrics.checkpoints.with_label_values(&["fenced"]).inc();
-                    act.settle(ctx);
+                    act.fail("consumer", format!("checkpoint fenced off: {reason}"), ctx);
                 }
                 Ok(Err(WriteError::Panicked(reason))) => act.fail("writer", reason, ctx),
                 Err(e) => act.fail("writer", format!("writer unreachable: {e}"), ctx),
@@ -673,7 +688,6 @@ impl Supervised for ConsumerActor {
         self.fence.bump();
         self.consumer = None;
         self.revoke_all();
-        self.epoch = 0;
         self.shutting_down = false;
         self.final_pending = false;
         self.start_delay = self.backoff.next_delay();

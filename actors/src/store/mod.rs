@@ -30,6 +30,9 @@ pub enum StoreError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    /// This process no longer owns a partition the checkpoint covers.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// Applying or reverting migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(String),

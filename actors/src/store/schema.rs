@@ -25,6 +25,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    partition_owners (group_id, topic, partition) {
+        group_id -> Text,
+        topic -> Text,
+        partition -> Int4,
+        owner -> Text,
+        generation -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     stream_metrics_minute (window_start, stream_id) {
         window_start -> Timestamptz,
         window_end -> Timestamptz,
@@ -67,6 +78,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(
     consumer_offsets,
     dead_letters,
+    partition_owners,
     stream_metrics_minute,
     stream_state,
     window_snapshots,
