@@ -57,11 +57,13 @@ fn postgres_outage_pauses_consumption_fails_ready_and_recovers() {
         uncommitted as u64 <= BOUND + MAX_BATCH,
         "uncommitted {uncommitted} exceeds the bound"
     );
-    assert!(
-        serve
-            .metric("streamstats_checkpoints_total{outcome=\"failed\"}")
-            .unwrap_or(0.0)
-            > 0.0
+    harness::wait_for(
+        "a failed checkpoint to be counted",
+        Duration::from_secs(60),
+        || {
+            let failed = serve.metric("streamstats_checkpoints_total{outcome=\"failed\"}");
+            (failed.unwrap_or(0.0) > 0.0).then_some(())
+        },
     );
     assert_eq!(serve.metric("api_db_ok"), Some(0.0));
 
