@@ -13,17 +13,6 @@ use std::time::{Duration, Instant};
 
 use harness::{committed_messages, Serve, ServeConfig, Services};
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -63,7 +52,7 @@ fn main() {
     let warmup = Instant::now() + Duration::from_secs(20);
     let mut before = 0;
     while Instant::now() < warmup {
-        before = before.max(rss_kib(pid));
+        before = before.max(harness::memory_kib(pid, "VmRSS"));
         std::thread::sleep(Duration::from_millis(200));
     }
     let consumed_before = serve
@@ -74,7 +63,7 @@ fn main() {
     let mut during = 0;
     while stopped.elapsed() < outage {
         serve.process.assert_running();
-        during = during.max(rss_kib(pid));
+        during = during.max(harness::memory_kib(pid, "VmRSS"));
         std::thread::sleep(Duration::from_millis(200));
     }
     let consumed_during = serve
@@ -93,7 +82,7 @@ fn main() {
     let recovery = resumed.elapsed();
     let mut after = 0;
     for _ in 0..50 {
-        after = after.max(rss_kib(pid));
+        after = after.max(harness::memory_kib(pid, "VmRSS"));
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = producer.kill();

@@ -12,24 +12,11 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{committed_messages, wait_for_truth, Broker, Postgres, Scenario, Serve, ServeConfig};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 
 fn bare_consume(broker: &Broker, topic: &str, total: u64) -> Duration {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "bench-bare")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = broker.consumer_from_start(topic, PARTITIONS);
     let started = Instant::now();
     let mut seen = 0u64;
     while seen < total {
@@ -43,17 +30,6 @@ fn bare_consume(broker: &Broker, topic: &str, total: u64) -> Duration {
         }
     }
     started.elapsed()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -87,7 +63,7 @@ fn main() {
         },
     );
     let pipeline = serve_started.elapsed();
-    let peak_rss = rss_kib(serve.process.pid());
+    let peak_rss = harness::memory_kib(serve.process.pid(), "VmHWM");
     wait_for_truth(&mut serve, &expected, Duration::from_secs(120));
 
     let rate = |d: Duration| events as f64 / d.as_secs_f64();

@@ -12,7 +12,6 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use harness::{wait_for_truth, Serve, ServeConfig, Services};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use streamstats_actors::store::schema::dead_letters as dl;
 use streamstats_actors::truth::Truth;
 use streamstats_actors::window::minute_of;
@@ -68,38 +67,6 @@ fn corpus() -> Vec<(Vec<u8>, &'static str)> {
     ]
 }
 
-fn producer(services: &Services) -> ThreadedProducer<DefaultProducerContext> {
-    services
-        .broker
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("message.max.bytes", "2000000")
-        .create()
-        .expect("producer")
-}
-
-fn send_all(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    payloads: &[Vec<u8>],
-) {
-    for p in payloads {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-            .key(b"k".as_slice())
-            .payload(p.as_slice());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).expect("delivered");
-}
-
 #[test]
 fn malformed_corpus_is_dead_lettered_with_provenance_and_valid_events_count_exactly() {
     let services = Services::start();
@@ -129,7 +96,7 @@ fn malformed_corpus_is_dead_lettered_with_provenance_and_valid_events_count_exac
     let expected = truth.finish();
     assert_eq!(expected.dead_letter_total(), corpus.len() as u64);
 
-    send_all(&producer(&services), &topic, &payloads);
+    services.broker.produce(&topic, b"k", &payloads);
     let mut serve = Serve::start(ServeConfig::new(&db, &services.broker, &topic));
     wait_for_truth(&mut serve, &expected, Duration::from_secs(240));
 
@@ -171,13 +138,12 @@ fn silent_streams_finalize_and_a_producer_back_days_later_leaves_old_windows_alo
     let services = Services::start();
     let topic = services.broker.create_topic("silence", 1);
     let db = services.postgres.create_database("silence");
-    let producer = producer(&services);
     let mut truth = Truth::new(TimeDelta::minutes(10), Utc::now());
     let mut send = |payloads: Vec<Vec<u8>>| {
         for p in &payloads {
             truth.observe(p);
         }
-        send_all(&producer, &topic, &payloads);
+        services.broker.produce(&topic, b"k", &payloads);
         truth.clone().finish()
     };
     let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -8,35 +8,13 @@ use std::time::Duration;
 
 use harness::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::DefaultProducerContext;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 const MESSAGES: i64 = 20_000;
 
 fn produce_numbered(broker: &Broker, topic: &str) {
-    let producer: ThreadedProducer<DefaultProducerContext> = broker
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .create()
-        .expect("producer");
-    for i in 0..MESSAGES {
-        let payload = i.to_string();
-        let mut record = BaseRecord::<(), String>::to(topic).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer
-        .flush(Duration::from_secs(60))
-        .expect("all delivered");
+    let payloads: Vec<Vec<u8>> = (0..MESSAGES).map(|i| i.to_string().into_bytes()).collect();
+    broker.produce(topic, b"k", &payloads);
 }
 
 fn first_message_from(broker: &Broker, topic: &str, offset: i64) -> (i64, String) {

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use harness::{Broker, Scenario};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use streamstats_actors::event::Event;
 use streamstats_actors::truth::Truth;
 
@@ -19,18 +18,7 @@ const PARTITIONS: i32 = 3;
 
 /// Every message of `topic`, per partition, in log order: (key, payload).
 fn consume_all(broker: &Broker, topic: &str, total: u64) -> BTreeMap<i32, Vec<(String, Vec<u8>)>> {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "round-trip")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("valid partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = broker.consumer_from_start(topic, PARTITIONS);
     let mut log: BTreeMap<i32, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     let mut seen = 0u64;
     harness::wait_for("every produced message", Duration::from_secs(120), || {

@@ -9,27 +9,18 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use diesel::prelude::*;
 use harness::{Serve, ServeConfig, Services};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use streamstats_actors::store;
 use streamstats_actors::window::{minute_of, WindowRow};
 
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const LATENESS: TimeDelta = TimeDelta::seconds(5);
 
-fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    id: &str,
-    ts: DateTime<Utc>,
-) {
+fn send(broker: &harness::Broker, topic: &str, id: &str, ts: DateTime<Utc>) {
     let payload = format!(
         r#"{{"event_id":"{id}","ts":"{}","event_type":"chat_message","stream_id":"live","user_id":"u1","message_len":5}}"#,
         ts.to_rfc3339_opts(SecondsFormat::Micros, true)
     );
-    producer
-        .send(BaseRecord::to(topic).key("live").payload(&payload))
-        .expect("enqueued");
-    producer.flush(Duration::from_secs(10)).expect("delivered");
+    broker.produce(topic, b"live", &[payload.into_bytes()]);
 }
 
 fn row_of(url: &str, window_start: DateTime<Utc>) -> Option<WindowRow> {
@@ -60,10 +51,8 @@ fn open_window_is_visible_within_two_checkpoints_and_finalizes_when_the_watermar
         },
     );
 
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        services.broker.client_config().create().expect("producer");
     let first = Utc::now();
-    send(&producer, &topic, "e1", first);
+    send(&services.broker, &topic, "e1", first);
     let produced = Instant::now();
     let window = minute_of(first);
     let row = harness::wait_for("the open window's row", CHECKPOINT_INTERVAL * 10, || {

@@ -10,6 +10,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::process::{command, ChildProcess, TempDir};
 use super::{free_port, unique_name, wait_for};
@@ -125,6 +127,52 @@ impl Broker {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", self.bootstrap());
         cfg
+    }
+
+    /// A consumer assigned to every partition of `topic` from the start.
+    pub fn consumer_from_start(&self, topic: &str, partitions: i32) -> BaseConsumer {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("valid partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        consumer
+    }
+
+    /// Produces `payloads` with `key` through an idempotent producer and
+    /// waits until every one is acknowledged.
+    pub fn produce(&self, topic: &str, key: &[u8], payloads: &[Vec<u8>]) {
+        let producer: ThreadedProducer<DefaultProducerContext> = self
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "2000000")
+            .create()
+            .expect("producer");
+        for payload in payloads {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+                .key(key)
+                .payload(payload.as_slice());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .expect("all delivered");
     }
 
     /// Creates a uniquely named topic with `partitions` partitions.

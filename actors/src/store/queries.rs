@@ -11,8 +11,8 @@ use super::schema::{stream_metrics_minute as smm, stream_state as ss};
 use super::Result;
 
 /// One `stream_metrics_minute` row as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName)]
-#[diesel(table_name = smm)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = smm, check_for_backend(diesel::pg::Pg))]
 pub struct MinuteRecord {
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
@@ -29,41 +29,6 @@ pub struct MinuteRecord {
     pub is_final: bool,
     pub updated_at: DateTime<Utc>,
 }
-
-/// The columns of [`MinuteRecord`], in order.
-type MinuteColumns = (
-    smm::window_start,
-    smm::window_end,
-    smm::stream_id,
-    smm::active_viewers,
-    smm::chat_messages,
-    smm::donations_cents,
-    smm::events,
-    smm::chat_chars,
-    smm::donations,
-    smm::viewer_joins,
-    smm::viewer_leaves,
-    smm::unique_chatters,
-    smm::is_final,
-    smm::updated_at,
-);
-
-const MINUTE_COLUMNS: MinuteColumns = (
-    smm::window_start,
-    smm::window_end,
-    smm::stream_id,
-    smm::active_viewers,
-    smm::chat_messages,
-    smm::donations_cents,
-    smm::events,
-    smm::chat_chars,
-    smm::donations,
-    smm::viewer_joins,
-    smm::viewer_leaves,
-    smm::unique_chatters,
-    smm::is_final,
-    smm::updated_at,
-);
 
 /// One `stream_state` row.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
@@ -126,7 +91,7 @@ pub fn rows_since(
     limit: i64,
 ) -> Result<Vec<MinuteRecord>> {
     let mut query = smm::table
-        .select(MINUTE_COLUMNS)
+        .select(MinuteRecord::as_select())
         .filter(smm::window_start.ge(since))
         .order((smm::window_start.desc(), smm::stream_id.asc()))
         .limit(limit)
@@ -140,7 +105,7 @@ pub fn rows_since(
 /// The newest row of every stream (at most `limit` streams).
 pub fn latest_per_stream(conn: &mut PgConnection, limit: i64) -> Result<Vec<MinuteRecord>> {
     Ok(smm::table
-        .select(MINUTE_COLUMNS)
+        .select(MinuteRecord::as_select())
         .distinct_on(smm::stream_id)
         .order((smm::stream_id.asc(), smm::window_start.desc()))
         .limit(limit)
@@ -201,7 +166,7 @@ pub fn stream_minutes(
     limit: i64,
 ) -> Result<Vec<MinuteRecord>> {
     Ok(smm::table
-        .select(MINUTE_COLUMNS)
+        .select(MinuteRecord::as_select())
         .filter(smm::stream_id.eq(stream_id))
         .filter(smm::window_start.ge(from))
         .filter(smm::window_start.lt(to))
