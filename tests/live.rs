@@ -78,7 +78,7 @@ fn open_window_is_visible_within_two_checkpoints_and_finalizes_when_the_watermar
     // beyond the first window: it becomes final.
     let later = window + TimeDelta::minutes(1) + LATENESS + TimeDelta::seconds(1);
     send(
-        &producer,
+        &services.broker,
         &topic,
         "e2",
         later.max(first + TimeDelta::seconds(1)),
