@@ -74,11 +74,15 @@ fn main() {
     services.postgres.resume();
     let resumed = Instant::now();
     let target = committed_messages(&db) + 1;
-    harness::wait_for(
-        "checkpoints to commit again",
-        Duration::from_secs(120),
-        || (committed_messages(&db) > target).then_some(()),
-    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_messages(&db) <= target {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint committed within 120 s of Postgres returning; serve log:\n{}",
+            serve.process.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let recovery = resumed.elapsed();
     let mut after = 0;
     for _ in 0..50 {
@@ -94,5 +98,9 @@ fn main() {
     println!("serve RSS after (peak)    {after} KiB");
     println!("consumed during outage    {consumed_during:.0} events (then paused: {paused:?})");
     println!("first commit after return {:.1}s", recovery.as_secs_f64());
+    println!("consumed before outage    {consumed_before:.0} events");
+    if std::env::var("SHOW_LOG").is_ok() {
+        println!("serve log:\n{}", serve.process.log_tail());
+    }
     serve.terminate();
 }

@@ -50,5 +50,18 @@ pub fn pool(database_url: &str, max_size: u32) -> Result<Pool> {
         .max_size(max_size)
         .min_idle(Some(0))
         .connection_timeout(std::time::Duration::from_secs(2))
+        .error_handler(Box::new(QuietErrors))
         .build_unchecked(manager))
+}
+
+/// r2d2 logs every failed connection attempt at error level; while the
+/// database is down that is a flood. The callers report the outage once
+/// (failed checkpoints at warn, 503 answers), so attempts go to debug.
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<diesel::r2d2::Error> for QuietErrors {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        log::debug!("Postgres connection attempt failed: {error}");
+    }
 }
