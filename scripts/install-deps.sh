@@ -6,8 +6,8 @@
 #   - Prometheus and promtool (Debian's `prometheus` package) if missing
 #   - the tansu Kafka-compatible broker, built once into a cache directory
 #     outside the repository ($STREAMSTATS_CACHE, default ~/.cache/streamstats)
-#   - libcurl/ssl headers are not needed: rdkafka is built with its bundled
-#     librdkafka, which only needs a C compiler, make and cmake-free defaults.
+#   - build tools and headers: a C compiler, make and zlib for the bundled
+#     librdkafka, libpq for diesel
 set -euo pipefail
 
 cache="${STREAMSTATS_CACHE:-$HOME/.cache/streamstats}"
@@ -44,6 +44,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! pkg-config --exists zlib 2>/dev/null && [ ! -e /usr/include/zlib.h ]; then
     apt_install zlib1g-dev
+fi
+# diesel's Postgres backend links libpq.
+if ! pkg-config --exists libpq 2>/dev/null && [ ! -e /usr/include/postgresql/libpq-fe.h ]; then
+    apt_install libpq-dev
 fi
 
 # Prometheus and promtool: the observability test runs the shipped config
