@@ -13,7 +13,7 @@ cargo clippy -j2 --all-targets -- -D warnings
 cargo test -j2 --workspace --lib --bins --tests -- --test-threads=2
 
 # Every process a test started must be gone.
-leftover=$(pgrep -af 'streamstats-pg_|sqlite://tansu.db|target/debug/streamstats ' || true)
+leftover=$(pgrep -af 'streamstats-pg_|streamstats-prom_|sqlite://tansu.db|target/debug/streamstats ' || true)
 if [ -n "$leftover" ]; then
     echo "test processes left running:" >&2
     echo "$leftover" >&2
