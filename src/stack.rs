@@ -289,54 +289,45 @@ fn start_postgres(args: &StackArgs, dir: &Path) -> Result<Component, StackError>
         .args(["-c", "listen_addresses=127.0.0.1"]);
     let mut pg = Component::spawn("postgres", cmd, dir.join("postgres.log"))?;
     wait_for_port(&mut pg, args.pg_port, Duration::from_secs(60))?;
-    // The database the default DATABASE_URL names; "already exists" is fine.
-    let psql = bin.join("psql");
-    let mut created = false;
-    for _ in 0..50 {
-        let status = Command::new(&psql)
+    ensure_database(&bin.join("psql"), args.pg_port)?;
+    Ok(pg)
+}
+
+/// Creates the database the default DATABASE_URL names, unless it exists;
+/// retries while the fresh server finishes starting.
+fn ensure_database(psql: &Path, port: u16) -> Result<(), StackError> {
+    let run = |sql: &str| -> Option<String> {
+        let out = Command::new(psql)
             .args([
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &args.pg_port.to_string(),
+                &port.to_string(),
                 "-U",
                 "streamstats",
-                "-d",
-                "postgres",
             ])
-            .args([
-                "-qtAc",
-                "SELECT 1 FROM pg_database WHERE datname = 'streamstats'",
-            ])
-            .output();
-        match status {
-            Ok(out) if out.status.success() => {
-                if String::from_utf8_lossy(&out.stdout).trim() != "1" {
-                    let _ = Command::new(&psql)
-                        .args([
-                            "-h",
-                            "127.0.0.1",
-                            "-p",
-                            &args.pg_port.to_string(),
-                            "-U",
-                            "streamstats",
-                        ])
-                        .args(["-d", "postgres", "-qc", "CREATE DATABASE streamstats"])
-                        .status();
-                }
-                created = true;
-                break;
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
+            .args(["-d", "postgres", "-qtAc", sql])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    for _ in 0..50 {
+        let done = match run("SELECT 1 FROM pg_database WHERE datname = 'streamstats'") {
+            Some(exists) if exists == "1" => true,
+            Some(_) => run("CREATE DATABASE streamstats").is_some(),
+            None => false,
+        };
+        if done {
+            return Ok(());
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    if !created {
-        return Err(StackError::Start {
-            component: "postgres".into(),
-            detail: "the streamstats database could not be created".into(),
-        });
-    }
-    Ok(pg)
+    Err(StackError::Start {
+        component: "postgres".into(),
+        detail: "the streamstats database could not be created".into(),
+    })
 }
 
 fn start_tansu(args: &StackArgs, dir: &Path) -> Result<Component, StackError> {
