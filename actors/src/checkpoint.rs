@@ -2,13 +2,17 @@
 //! barrier protocol that makes its parts describe one instant.
 //!
 //! Barrier protocol. The consumer actor is the only sender of event batches
-//! to the window actors, and an actix mailbox is FIFO per sender. To
-//! checkpoint, the consumer (1) copies its next offset per partition and
-//! takes its dead letters, (2) sends a `Barrier` to every window actor that
-//! received events (or must be idle-finalized) since the last barrier. Each
+//! to the window actors, and an actix mailbox is FIFO. To checkpoint, the
+//! consumer, in one synchronous step of its handler, (1) copies its next
+//! offset per partition and takes its dead letters, and (2) enqueues a
+//! `Barrier` (with `do_send`, which never defers) in the mailbox of every
+//! window actor that received events (or must be idle-finalized) since the
+//! last barrier. No batch can be dispatched between (1) and (2), so each
 //! window actor answers after applying every batch sent before the barrier
-//! and none after it, so its changes and snapshot match the copied offsets
-//! exactly. (3) The writer commits rows, states, snapshots, dead letters and
+//! and none after it: its changes and snapshot match the copied offsets
+//! exactly. The barrier carries its partition's copied next offset and the
+//! window actor refuses to answer if it applied an offset at or past it
+//! ([`BarrierError::Overtaken`]), so a broken ordering cannot commit. (3) The writer commits rows, states, snapshots, dead letters and
 //! offsets in one transaction; (4) only then are the offsets committed to
 //! Kafka, for lag tools. At most one checkpoint is in flight; a failed
 //! commit is retried as is (it is still a consistent cut), and any actor
@@ -20,6 +24,7 @@
 //! the same lock the reload takes.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::event::RejectReason;
 use crate::window::{StreamStateRow, WindowRow};
@@ -63,6 +68,8 @@ pub struct Checkpoint {
     pub group_id: String,
     /// Topic of the offsets and dead letters.
     pub topic: String,
+    /// Every partition the checkpoint's owner holds (its claim is refreshed).
+    pub partitions: Vec<i32>,
     /// Next offset to read, per partition.
     pub offsets: BTreeMap<i32, i64>,
     /// Window rows to upsert.
@@ -86,9 +93,134 @@ pub struct Restored {
     pub snapshots: Vec<Snapshot>,
 }
 
+/// Why a window actor could not answer a barrier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BarrierError {
+    /// The actor failed earlier; its state is not trusted.
+    #[error("the window actor of stream {stream_id} failed earlier")]
+    Failed {
+        /// The stream.
+        stream_id: String,
+    },
+    /// The actor panicked while answering.
+    #[error("the window actor of stream {stream_id} panicked at the barrier: {reason}")]
+    Panicked {
+        /// The stream.
+        stream_id: String,
+        /// The panic message.
+        reason: String,
+    },
+    /// The actor applied an event at or past the barrier's copied offset:
+    /// its snapshot would cover events the stored offsets do not.
+    #[error("stream {stream_id} applied offset {applied} of partition {partition} before a barrier at next offset {next_offset}")]
+    Overtaken {
+        /// The stream.
+        stream_id: String,
+        /// The stream's partition.
+        partition: i32,
+        /// The highest offset the actor applied.
+        applied: i64,
+        /// The next offset the barrier copied.
+        next_offset: i64,
+    },
+    /// The actor stopped before answering.
+    #[error("the window actor of stream {stream_id} is gone")]
+    Gone {
+        /// The stream.
+        stream_id: String,
+    },
+}
+
+/// Where one incarnation's checkpoint cycle is. At most one checkpoint is
+/// in flight; a shutdown waits for it, then writes a final one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// No checkpoint in flight.
+    #[default]
+    Idle,
+    /// A checkpoint is being collected or written.
+    InFlight,
+    /// One is in flight and shutdown was requested: the final one follows.
+    InFlightThenShutdown,
+    /// The final checkpoint is in flight; shutdown completes when it ends.
+    Final,
+}
+
+/// What the consumer does after a [`Phase`] transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing now.
+    Wait,
+    /// Take a barrier and write a checkpoint (`final_one`: the last one).
+    Start {
+        /// The shutdown's final checkpoint.
+        final_one: bool,
+    },
+    /// The final checkpoint is done: leave the group and answer the shutdown.
+    Finish,
+}
+
+impl Phase {
+    /// A periodic (or load-triggered) checkpoint is due.
+    pub fn due(&mut self) -> Step {
+        match self {
+            Phase::Idle => {
+                *self = Phase::InFlight;
+                Step::Start { final_one: false }
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    /// Shutdown was requested.
+    pub fn shutdown(&mut self) -> Step {
+        match self {
+            Phase::Idle => {
+                *self = Phase::Final;
+                Step::Start { final_one: true }
+            }
+            Phase::InFlight => {
+                *self = Phase::InFlightThenShutdown;
+                Step::Wait
+            }
+            Phase::InFlightThenShutdown | Phase::Final => Step::Wait,
+        }
+    }
+
+    /// The checkpoint in flight ended: `committed`, or abandoned because
+    /// its epoch is over (nothing of it was written).
+    pub fn ended(&mut self, committed: bool) -> Step {
+        match self {
+            Phase::Idle | Phase::InFlight => {
+                *self = Phase::Idle;
+                Step::Wait
+            }
+            Phase::InFlightThenShutdown => {
+                *self = Phase::Final;
+                Step::Start { final_one: true }
+            }
+            Phase::Final if committed => Step::Finish,
+            Phase::Final => Step::Start { final_one: true },
+        }
+    }
+
+    /// True once shutdown was requested: consumption stops.
+    pub fn shutting_down(self) -> bool {
+        matches!(self, Phase::InFlightThenShutdown | Phase::Final)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
 /// In-process fencing between checkpoints and state reloads (see the module
-/// header): the writer commits and a reload reads under `lock`, and a
-/// checkpoint whose epoch is not the current one is refused.
+/// header): the writer commits under `lock`, and a reload starts a new
+/// epoch under it, so a checkpoint of an older epoch is refused from then
+/// on. The lock is held only for the commit and the epoch bump, never
+/// across a reload or a retry.
 #[derive(Debug, Default)]
 pub struct Fence {
     lock: std::sync::Mutex<()>,
@@ -113,5 +245,42 @@ impl Fence {
     /// Starts a new epoch; checkpoints of older ones are refused from now on.
     pub fn bump(&self) -> u64 {
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_checkpoint_in_flight_and_shutdown_waits_for_it() {
+        let mut phase = Phase::default();
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.due(), Step::Wait, "one in flight at most");
+        assert_eq!(phase.shutdown(), Step::Wait);
+        assert!(phase.shutting_down());
+        assert_eq!(phase.due(), Step::Wait);
+        assert_eq!(phase.ended(true), Step::Start { final_one: true });
+        assert_eq!(phase, Phase::Final);
+        assert_eq!(phase.ended(true), Step::Finish);
+    }
+
+    #[test]
+    fn an_abandoned_final_checkpoint_is_taken_again() {
+        let mut phase = Phase::default();
+        assert_eq!(phase.shutdown(), Step::Start { final_one: true });
+        assert_eq!(phase.ended(false), Step::Start { final_one: true });
+        assert_eq!(phase.ended(true), Step::Finish);
+    }
+
+    #[test]
+    fn a_periodic_checkpoint_returns_to_idle() {
+        let mut phase = Phase::default();
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.ended(false), Step::Wait);
+        assert_eq!(phase, Phase::Idle);
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.ended(true), Step::Wait);
+        assert!(!phase.shutting_down());
     }
 }

@@ -69,7 +69,7 @@ pub struct Generator {
 }
 
 /// Malformed payload shapes, each violating one rule of SPEC §2.
-const MALFORMED_KINDS: u32 = 10;
+const MALFORMED_KINDS: u32 = 12;
 
 impl Generator {
     /// A generator; `now` is the consumer clock its ground truth assumes.
@@ -97,7 +97,8 @@ impl Generator {
                 msg
             }
         };
-        self.truth.observe(&msg.payload);
+        self.truth
+            .observe_message(Some(msg.key.as_bytes()), &msg.payload, Some(wall));
         msg
     }
 
@@ -121,9 +122,15 @@ impl Generator {
         );
         if self.rng.random_bool(self.cfg.malformed) {
             let kind = self.rng.random_range(0..MALFORMED_KINDS);
+            // A valid event under another stream's key (SPEC §2 key_mismatch).
+            let key = if kind == KEY_MISMATCH {
+                format!("{stream}-elsewhere")
+            } else {
+                stream.clone()
+            };
             return Message {
                 payload: malformed(kind, seq, &stream, now),
-                key: stream,
+                key,
             };
         }
         let ts = self.event_time(&stream, now);
@@ -194,7 +201,11 @@ fn spell(ts: DateTime<Utc>, seq: u64) -> String {
     }
 }
 
-/// A payload that breaks one rule of the contract.
+/// The malformed kind whose payload is valid but whose key is not its stream.
+const KEY_MISMATCH: u32 = 10;
+
+/// A payload that breaks one rule of the contract (with its key, for
+/// [`KEY_MISMATCH`]).
 fn malformed(kind: u32, seq: u64, stream: &str, now: DateTime<Utc>) -> Vec<u8> {
     let ts = now.to_rfc3339_opts(SecondsFormat::Millis, true);
     let head = format!(r#""event_id":"bad-{seq}","ts":"{ts}""#);
@@ -215,6 +226,11 @@ fn malformed(kind: u32, seq: u64, stream: &str, now: DateTime<Utc>) -> Vec<u8> {
         7 => format!(r#"{{{head},"event_type":"stream_start","stream_id":""}}"#),
         8 => format!(
             r#"{{"event_id":"bad-{seq}","ts":"2025-13-45T99:00:00Z","event_type":"stream_start","stream_id":"{stream}"}}"#
+        ),
+        KEY_MISMATCH => format!(r#"{{{head},"event_type":"stream_start","stream_id":"{stream}"}}"#),
+        // A NUL in an id: valid JSON that Postgres text cannot hold.
+        11 => format!(
+            r#"{{{head},"event_type":"viewer_join","stream_id":"{stream}","user_id":"u\u0000"}}"#
         ),
         _ => format!(r#"[{head}]"#),
     };
@@ -295,8 +311,15 @@ mod tests {
         let now = Utc::now();
         for kind in 0..MALFORMED_KINDS {
             let payload = malformed(kind, 1, "s", now);
+            let key: &[u8] = if kind == KEY_MISMATCH { b"t" } else { b"s" };
             assert!(
-                crate::event::Event::parse(&payload, now).is_err(),
+                crate::event::Event::from_message(
+                    Some(key),
+                    &payload,
+                    Some(now),
+                    crate::event::DEFAULT_MAX_FUTURE_SKEW
+                )
+                .is_err(),
                 "kind {kind}"
             );
         }

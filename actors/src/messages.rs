@@ -3,7 +3,7 @@
 use actix::Message;
 use chrono::{DateTime, Utc};
 
-use crate::checkpoint::{Checkpoint, DeadLetter, Snapshot};
+use crate::checkpoint::{BarrierError, Checkpoint, DeadLetter, Snapshot};
 use crate::event::Event;
 use crate::window::Changes;
 
@@ -27,13 +27,20 @@ pub struct Envelope {
 #[rtype(result = "()")]
 pub struct EventBatch(pub Vec<Envelope>);
 
-/// Checkpoint barrier: reply with everything changed since the last one,
-/// after first moving the watermark to `idle_watermark` if given.
+/// Checkpoint barrier: answer on `reply` with everything changed since the
+/// last one, after first moving the watermark to `idle_watermark` if given.
+/// Sent with `do_send` in the step that copies the offsets (see
+/// `crate::checkpoint`), so it is in the mailbox before any later batch.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<BarrierReply, String>")]
+#[rtype(result = "()")]
 pub struct Barrier {
     /// Wall-clock watermark for an idle stream of a caught-up partition.
     pub idle_watermark: Option<DateTime<Utc>>,
+    /// The copied next offset of the stream's partition: every event the
+    /// actor applied must lie before it.
+    pub next_offset: Option<i64>,
+    /// Where the answer goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<BarrierReply, BarrierError>>,
 }
 
 /// A window actor's part of a checkpoint.

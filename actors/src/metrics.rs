@@ -11,12 +11,41 @@ use prometheus::{
 };
 
 use crate::event::RejectReason;
+use crate::supervise::ActorKind;
 
-/// The actor kinds counted by `streamstats_actor_restarts_total`.
-pub const ACTOR_KINDS: [&str; 3] = ["consumer", "window", "writer"];
+/// How a checkpoint attempt ended: the `outcome` label of
+/// `streamstats_checkpoints_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointOutcome {
+    /// The transaction committed.
+    Committed,
+    /// The database was unavailable; the same checkpoint is retried.
+    Failed,
+    /// Another owner holds a partition; the incarnation starts over.
+    Fenced,
+    /// The database is up but refused the checkpoint's data: a defect.
+    Refused,
+}
 
-/// Checkpoint outcomes counted by `streamstats_checkpoints_total`.
-pub const CHECKPOINT_OUTCOMES: [&str; 3] = ["committed", "failed", "fenced"];
+impl CheckpointOutcome {
+    /// Every outcome, for metric initialisation.
+    pub const ALL: [CheckpointOutcome; 4] = [
+        CheckpointOutcome::Committed,
+        CheckpointOutcome::Failed,
+        CheckpointOutcome::Fenced,
+        CheckpointOutcome::Refused,
+    ];
+
+    /// The stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointOutcome::Committed => "committed",
+            CheckpointOutcome::Failed => "failed",
+            CheckpointOutcome::Fenced => "fenced",
+            CheckpointOutcome::Refused => "refused",
+        }
+    }
+}
 
 /// The pipeline's metrics; cheap to clone (shared handles).
 #[derive(Clone)]
@@ -153,11 +182,11 @@ impl Metrics {
         for reason in RejectReason::ALL {
             m.events_rejected.with_label_values(&[reason.as_str()]);
         }
-        for outcome in CHECKPOINT_OUTCOMES {
-            m.checkpoints.with_label_values(&[outcome]);
+        for outcome in CheckpointOutcome::ALL {
+            m.checkpoints.with_label_values(&[outcome.as_str()]);
         }
-        for actor in ACTOR_KINDS {
-            m.actor_restarts.with_label_values(&[actor]);
+        for actor in ActorKind::ALL {
+            m.actor_restarts.with_label_values(&[actor.as_str()]);
         }
         Ok(m)
     }
@@ -165,6 +194,20 @@ impl Metrics {
     /// Metrics on a private registry, for tests and tools.
     pub fn unregistered() -> Metrics {
         must(Metrics::register(&Registry::new()))
+    }
+
+    /// Counts one checkpoint attempt by how it ended.
+    pub fn checkpoint_outcome(&self, outcome: CheckpointOutcome) {
+        self.checkpoints
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    /// Counts one restart of an actor of `kind`.
+    pub fn actor_restarted(&self, kind: ActorKind) {
+        self.actor_restarts
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// Records a committed checkpoint at `unix_ms`.

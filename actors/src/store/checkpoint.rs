@@ -1,16 +1,18 @@
-//! The SQL of the checkpoint transaction and of the restore on assignment.
+//! The SQL of the checkpoint transaction (ownership and restores are in
+//! `ownership`).
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::ownership::refresh_ownership;
 use super::schema::{
-    consumer_offsets as co, dead_letters as dl, partition_owners as po,
-    stream_metrics_minute as smm, stream_state as ss, window_snapshots as ws,
+    consumer_offsets as co, dead_letters as dl, stream_metrics_minute as smm, stream_state as ss,
+    window_snapshots as ws,
 };
-use super::{Result, StoreError};
-use crate::checkpoint::{Checkpoint, Restored, Snapshot};
+use super::Result;
+use crate::checkpoint::Checkpoint;
 
 /// Rows per multi-row statement, well under Postgres' 65535 parameters.
 const CHUNK: usize = 2_000;
@@ -85,7 +87,14 @@ pub fn write_checkpoint(
     now: DateTime<Utc>,
 ) -> Result<()> {
     conn.transaction(|conn| {
-        check_ownership(conn, cp)?;
+        refresh_ownership(
+            conn,
+            &cp.group_id,
+            &cp.topic,
+            &cp.owner,
+            &cp.partitions,
+            now,
+        )?;
         let rows: Vec<NewWindowRow<'_>> = cp
             .rows
             .iter()
@@ -220,92 +229,5 @@ pub fn write_checkpoint(
             ))
             .execute(conn)?;
         Ok(())
-    })
-}
-
-/// Refuses the checkpoint unless `cp.owner` still owns every partition it
-/// covers; the row locks hold off a concurrent claim until the commit.
-fn check_ownership(conn: &mut PgConnection, cp: &Checkpoint) -> Result<()> {
-    let partitions: Vec<i32> = cp.offsets.keys().copied().collect();
-    let owners: Vec<(i32, String)> = po::table
-        .filter(po::group_id.eq(&cp.group_id))
-        .filter(po::topic.eq(&cp.topic))
-        .filter(po::partition.eq_any(&partitions))
-        .select((po::partition, po::owner))
-        .for_update()
-        .load(conn)?;
-    for p in &partitions {
-        match owners.iter().find(|(q, _)| q == p) {
-            Some((_, owner)) if *owner == cp.owner => {}
-            Some((_, owner)) => {
-                return Err(StoreError::Fenced(format!(
-                    "partition {p} now belongs to {owner}"
-                )))
-            }
-            None => {
-                return Err(StoreError::Fenced(format!(
-                    "partition {p} was never claimed"
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Claims `partitions` for `owner` and loads their stored offsets and
-/// stream snapshots, in one transaction: from the claim on, checkpoints of
-/// any previous owner of these partitions wait for it and are then refused.
-pub fn load_assignment(
-    conn: &mut PgConnection,
-    group_id: &str,
-    topic: &str,
-    partitions: &[i32],
-    owner: &str,
-) -> Result<Restored> {
-    // READ COMMITTED on purpose: the claim may wait for the previous
-    // owner's checkpoint to commit, and the reads after it must see it.
-    conn.transaction(|conn| {
-        let now = Utc::now();
-        for p in partitions {
-            diesel::insert_into(po::table)
-                .values((
-                    po::group_id.eq(group_id),
-                    po::topic.eq(topic),
-                    po::partition.eq(*p),
-                    po::owner.eq(owner),
-                    po::generation.eq(1i64),
-                    po::updated_at.eq(now),
-                ))
-                .on_conflict((po::group_id, po::topic, po::partition))
-                .do_update()
-                .set((
-                    po::owner.eq(owner),
-                    po::generation.eq(po::generation + 1),
-                    po::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-        }
-        let offsets: Vec<(i32, i64)> = co::table
-            .filter(co::group_id.eq(group_id))
-            .filter(co::topic.eq(topic))
-            .filter(co::partition.eq_any(partitions))
-            .select((co::partition, co::next_offset))
-            .load(conn)?;
-        let snapshots: Vec<(String, i32, serde_json::Value)> = ws::table
-            .filter(ws::topic.eq(topic))
-            .filter(ws::partition.eq_any(partitions))
-            .select((ws::stream_id, ws::partition, ws::state))
-            .load(conn)?;
-        Ok(Restored {
-            offsets: offsets.into_iter().collect(),
-            snapshots: snapshots
-                .into_iter()
-                .map(|(stream_id, partition, state)| Snapshot {
-                    stream_id,
-                    partition,
-                    state,
-                })
-                .collect(),
-        })
     })
 }

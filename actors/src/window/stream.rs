@@ -66,6 +66,10 @@ pub struct StreamWindows {
     closed: Vec<WindowRow>,
     #[serde(skip)]
     state_changed: bool,
+    /// Something a restore needs moved since the last snapshot: an event
+    /// was applied or the watermark advanced (idle finalization included).
+    #[serde(skip)]
+    snapshot_due: bool,
 }
 
 impl StreamWindows {
@@ -81,6 +85,7 @@ impl StreamWindows {
             dirty: BTreeSet::new(),
             closed: Vec::new(),
             state_changed: false,
+            snapshot_due: false,
         }
     }
 
@@ -139,6 +144,7 @@ impl StreamWindows {
             .apply(&event.kind, self.viewers.len());
         self.dirty.insert(start);
         self.state_changed = true;
+        self.snapshot_due = true;
         if self.last_event_at.is_none_or(|t| event.ts > t) {
             self.last_event_at = Some(event.ts);
             self.advance_watermark(event.ts - allowed_lateness);
@@ -154,6 +160,7 @@ impl StreamWindows {
             return;
         }
         self.watermark = Some(to);
+        self.snapshot_due = true;
         while let Some(entry) = self.open.first_entry() {
             if *entry.key() + WINDOW > to {
                 break;
@@ -173,6 +180,12 @@ impl StreamWindows {
             active_viewers: i64::try_from(self.viewers.len()).unwrap_or(i64::MAX),
             last_event_at: self.last_event_at,
         }
+    }
+
+    /// True once per change a restore needs (applied events, a moved
+    /// watermark): the caller writes a snapshot and the flag resets.
+    pub fn take_snapshot_due(&mut self) -> bool {
+        std::mem::take(&mut self.snapshot_due)
     }
 
     /// Everything changed since the previous call: closed windows (final),
