@@ -96,7 +96,7 @@ fn malformed_corpus_is_dead_lettered_with_provenance_and_valid_events_count_exac
     let expected = truth.finish();
     assert_eq!(expected.dead_letter_total(), corpus.len() as u64);
 
-    services.broker.produce(&topic, b"k", &payloads);
+    services.broker.produce_events(&topic, &payloads);
     let mut serve = Serve::start(ServeConfig::new(&db, &services.broker, &topic));
     wait_for_truth(&mut serve, &expected, Duration::from_secs(240));
 
@@ -143,7 +143,7 @@ fn silent_streams_finalize_and_a_producer_back_days_later_leaves_old_windows_alo
         for p in &payloads {
             truth.observe(p);
         }
-        services.broker.produce(&topic, b"k", &payloads);
+        services.broker.produce_events(&topic, &payloads);
         truth.clone().finish()
     };
     let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

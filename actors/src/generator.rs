@@ -69,7 +69,7 @@ pub struct Generator {
 }
 
 /// Malformed payload shapes, each violating one rule of SPEC §2.
-const MALFORMED_KINDS: u32 = 12;
+const MALFORMED_KINDS: u32 = 13;
 
 impl Generator {
     /// A generator; `now` is the consumer clock its ground truth assumes.
@@ -232,6 +232,15 @@ fn malformed(kind: u32, seq: u64, stream: &str, now: DateTime<Utc>) -> Vec<u8> {
         11 => format!(
             r#"{{{head},"event_type":"viewer_join","stream_id":"{stream}","user_id":"u\u0000"}}"#
         ),
+        // A clock far ahead of the message's log timestamp (a century, so
+        // the payload stays deterministic under the virtual clock).
+        12 => {
+            let ahead =
+                (now + TimeDelta::days(36_525)).to_rfc3339_opts(SecondsFormat::Millis, true);
+            format!(
+                r#"{{"event_id":"bad-{seq}","ts":"{ahead}","event_type":"stream_start","stream_id":"{stream}"}}"#
+            )
+        }
         _ => format!(r#"[{head}]"#),
     };
     text.into_bytes()
