@@ -9,25 +9,29 @@
 //! window actor that received events (or must be idle-finalized) since the
 //! last barrier. No batch can be dispatched between (1) and (2), so each
 //! window actor answers after applying every batch sent before the barrier
-//! and none after it: its changes and snapshot match the copied offsets
-//! exactly. The barrier carries its partition's copied next offset and the
-//! window actor refuses to answer if it applied an offset at or past it
-//! ([`BarrierError::Overtaken`]), so a broken ordering cannot commit. (3) The writer commits rows, states, snapshots, dead letters and
-//! offsets in one transaction; (4) only then are the offsets committed to
-//! Kafka, for lag tools. At most one checkpoint is in flight; a failed
-//! commit is retried as is (it is still a consistent cut), and any actor
-//! failure rolls the whole pipeline back to the last committed checkpoint.
+//! and none after it: its changes match the copied offsets exactly. The
+//! barrier carries its partition's copied next offset and the window actor
+//! refuses to answer if it applied an offset at or past it
+//! ([`BarrierError::Overtaken`]), so a broken ordering cannot commit.
+//! (3) The writer commits rows, stream states with the restore increments,
+//! dead letters and offsets in one transaction; (4) only then are the
+//! offsets committed to Kafka, for lag tools. At most one checkpoint is in
+//! flight ([`Phase`]); a failed commit is retried as is (it is still a
+//! consistent cut), and any actor failure rolls the whole pipeline back to
+//! the last committed checkpoint.
 //!
 //! Fencing within the process: every checkpoint carries the consumer's
-//! assignment epoch; a rebalance or restart bumps the epoch before state is
-//! reloaded, and the writer refuses a checkpoint of an older epoch, under
-//! the same lock the reload takes.
+//! assignment epoch; a rebalance, claim or restart bumps the epoch (under
+//! the lock the writer commits under) before state is reloaded, and the
+//! writer refuses a checkpoint of an older epoch.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+
 use crate::event::RejectReason;
-use crate::window::{StreamStateRow, WindowRow};
+use crate::window::{Changes, StreamStateRow, StreamWindows, WindowRow};
 
 /// A rejected message with its provenance, bound for `dead_letters`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,15 +50,45 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
 }
 
-/// One stream's serialised window model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// The stream.
-    pub stream_id: String,
+/// One stream's state row and what a restore needs besides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// The public `stream_state` row.
+    pub state: StreamStateRow,
     /// The partition the stream's events come from.
     pub partition: i32,
-    /// [`crate::window::StreamWindows`] as JSON.
-    pub state: serde_json::Value,
+    /// The stream's watermark.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Windows it holds open (restored on assignment when non-zero).
+    pub open_windows: usize,
+}
+
+/// Two columns of text, for set-based (`unnest`) writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamUsers {
+    /// Stream ids.
+    pub streams: Vec<String>,
+    /// User ids, one per stream id.
+    pub users: Vec<String>,
+}
+
+/// The presence-set and chatter increments of one checkpoint, as columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Increments {
+    /// Streams whose stored presence set is emptied first.
+    pub viewers_cleared: Vec<String>,
+    /// Viewers to remove from the stored sets.
+    pub viewers_removed: StreamUsers,
+    /// Viewers to add to the stored sets.
+    pub viewers_added: StreamUsers,
+    /// New distinct chatters of open windows (with `chatter_windows`).
+    pub chatters_added: StreamUsers,
+    /// Window start of each entry of `chatters_added`.
+    pub chatter_windows: Vec<DateTime<Utc>>,
+    /// Streams of windows that became final (with `closed_windows`).
+    pub closed_streams: Vec<String>,
+    /// Starts of the windows that became final: their chatters go.
+    pub closed_windows: Vec<DateTime<Utc>>,
 }
 
 /// Everything one checkpoint transaction writes.
@@ -74,14 +108,72 @@ pub struct Checkpoint {
     pub offsets: BTreeMap<i32, i64>,
     /// Window rows to upsert.
     pub rows: Vec<WindowRow>,
-    /// `stream_state` rows to upsert.
-    pub states: Vec<StreamStateRow>,
-    /// Window-model snapshots to upsert.
-    pub snapshots: Vec<Snapshot>,
+    /// `stream_state` rows (with the restore columns) to upsert.
+    pub streams: Vec<StreamRecord>,
+    /// Presence-set and chatter increments.
+    pub increments: Increments,
     /// Dead letters to insert.
     pub dead_letters: Vec<DeadLetter>,
     /// Events covered since the previous checkpoint (for metrics).
     pub events: u64,
+}
+
+impl Checkpoint {
+    /// Rows the transaction writes or deletes, for the size metric.
+    pub fn row_count(&self) -> usize {
+        let inc = &self.increments;
+        self.rows.len()
+            + self.streams.len()
+            + inc.viewers_cleared.len()
+            + inc.viewers_removed.streams.len()
+            + inc.viewers_added.streams.len()
+            + inc.chatters_added.streams.len()
+            + inc.closed_streams.len()
+            + self.dead_letters.len()
+            + self.offsets.len()
+    }
+
+    /// Adds one stream's changes (its partition given) to the checkpoint.
+    pub fn add(&mut self, partition: i32, changes: Changes) {
+        let stream_id = match &changes.state {
+            Some(state) => state.stream_id.clone(),
+            None => match changes.rows.first() {
+                Some(row) => row.stream_id.clone(),
+                None => return,
+            },
+        };
+        self.rows.extend(changes.rows);
+        if let Some(state) = changes.state {
+            self.streams.push(StreamRecord {
+                state,
+                partition,
+                watermark: changes.watermark,
+                open_windows: changes.open_windows,
+            });
+        }
+        let inc = &mut self.increments;
+        let viewers = changes.viewers;
+        if viewers.cleared {
+            inc.viewers_cleared.push(stream_id.clone());
+        }
+        for user in viewers.removed {
+            inc.viewers_removed.streams.push(stream_id.clone());
+            inc.viewers_removed.users.push(user);
+        }
+        for user in viewers.added {
+            inc.viewers_added.streams.push(stream_id.clone());
+            inc.viewers_added.users.push(user);
+        }
+        for (start, user) in changes.chatters {
+            inc.chatters_added.streams.push(stream_id.clone());
+            inc.chatters_added.users.push(user);
+            inc.chatter_windows.push(start);
+        }
+        for start in changes.closed {
+            inc.closed_streams.push(stream_id.clone());
+            inc.closed_windows.push(start);
+        }
+    }
 }
 
 /// What a partition assignment restores from Postgres.
@@ -89,8 +181,9 @@ pub struct Checkpoint {
 pub struct Restored {
     /// Stored next offset per partition (absent: never checkpointed).
     pub offsets: BTreeMap<i32, i64>,
-    /// Snapshots of the streams of the assigned partitions.
-    pub snapshots: Vec<Snapshot>,
+    /// The streams of the assigned partitions that hold open windows, with
+    /// their partitions; the others are restored on their next event.
+    pub streams: Vec<(i32, StreamWindows)>,
 }
 
 /// Why a window actor could not answer a barrier.
@@ -111,7 +204,7 @@ pub enum BarrierError {
         reason: String,
     },
     /// The actor applied an event at or past the barrier's copied offset:
-    /// its snapshot would cover events the stored offsets do not.
+    /// its changes would cover events the stored offsets do not.
     #[error("stream {stream_id} applied offset {applied} of partition {partition} before a barrier at next offset {next_offset}")]
     Overtaken {
         /// The stream.

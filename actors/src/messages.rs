@@ -3,7 +3,7 @@
 use actix::Message;
 use chrono::{DateTime, Utc};
 
-use crate::checkpoint::{BarrierError, Checkpoint, DeadLetter, Snapshot};
+use crate::checkpoint::{BarrierError, Checkpoint, DeadLetter};
 use crate::event::Event;
 use crate::window::Changes;
 
@@ -46,10 +46,10 @@ pub struct Barrier {
 /// A window actor's part of a checkpoint.
 #[derive(Debug, Default)]
 pub struct BarrierReply {
-    /// Rows and state changed since the previous barrier.
+    /// The stream's partition.
+    pub partition: i32,
+    /// Rows, state and restore increments since the previous barrier.
     pub changes: Changes,
-    /// The stream's model, when it changed.
-    pub snapshot: Option<Snapshot>,
     /// Late events since the previous barrier.
     pub late: Vec<DeadLetter>,
     /// Windows the stream holds open.

@@ -74,6 +74,12 @@ pub struct Metrics {
     pub actor_restarts: IntCounterVec,
     /// Live per-stream window actors.
     pub window_actors: IntGauge,
+    /// Streams looked up in Postgres on their first event in memory.
+    pub streams_restored: IntCounter,
+    /// Window actors stopped because their stream held nothing open.
+    pub streams_evicted: IntCounter,
+    /// Rows written by committed checkpoints (window, state and increment rows).
+    pub checkpoint_rows: Histogram,
     /// Events handed to window actors but not yet in a committed checkpoint.
     pub uncommitted_events: IntGauge,
     /// 1 while consumption is paused because uncommitted work hit its bound.
@@ -154,6 +160,23 @@ impl Metrics {
                 "streamstats_window_actors",
                 "Live per-stream window actors.",
             )),
+            streams_restored: must(IntCounter::new(
+                "streamstats_streams_restored_total",
+                "Streams looked up in Postgres when their first event found them out of memory.",
+            )),
+            streams_evicted: must(IntCounter::new(
+                "streamstats_streams_evicted_total",
+                "Window actors stopped because their stream held no open window.",
+            )),
+            checkpoint_rows: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "streamstats_checkpoint_rows",
+                    "Rows written by one checkpoint transaction (results, states, increments, dead letters).",
+                )
+                .buckets(vec![
+                    1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0,
+                ]),
+            )),
             uncommitted_events: must(IntGauge::new(
                 "streamstats_uncommitted_events",
                 "Events consumed but not yet in a committed checkpoint.",
@@ -176,6 +199,9 @@ impl Metrics {
         registry.register(Box::new(m.windows_finalized.clone()))?;
         registry.register(Box::new(m.actor_restarts.clone()))?;
         registry.register(Box::new(m.window_actors.clone()))?;
+        registry.register(Box::new(m.streams_restored.clone()))?;
+        registry.register(Box::new(m.streams_evicted.clone()))?;
+        registry.register(Box::new(m.checkpoint_rows.clone()))?;
         registry.register(Box::new(m.uncommitted_events.clone()))?;
         registry.register(Box::new(m.consumer_paused.clone()))?;
         // Every label value exists from the start, so dashboards show zeros.

@@ -10,7 +10,7 @@
 use actix::{Actor, ActorContext, Context, Handler, Recipient};
 use chrono::TimeDelta;
 
-use crate::checkpoint::{BarrierError, DeadLetter, Snapshot};
+use crate::checkpoint::{BarrierError, DeadLetter};
 use crate::event::RejectReason;
 use crate::messages::{Barrier, BarrierReply, EventBatch, WindowFailed};
 use crate::supervise::{catch, ActorKind, Faults};
@@ -86,18 +86,9 @@ impl WindowActor {
         }
         let changes = self.model.take_changes();
         let finalized = changes.rows.iter().filter(|r| r.is_final).count() as u64;
-        let snapshot = self.model.take_snapshot_due().then(|| {
-            let state =
-                serde_json::to_value(&self.model).expect("the window model serialises to JSON");
-            Snapshot {
-                stream_id: self.model.stream_id().to_owned(),
-                partition: self.partition,
-                state,
-            }
-        });
         Ok(BarrierReply {
+            partition: self.partition,
             changes,
-            snapshot,
             late: std::mem::take(&mut self.late),
             open_windows: self.model.open_windows(),
             watermark: self.model.watermark(),
@@ -215,9 +206,9 @@ mod tests {
             .await
             .expect("offsets 5 and 6 lie before 7");
         assert_eq!(reply.changes.rows.len(), 1);
-        assert!(reply.snapshot.is_some(), "applied events need a snapshot");
+        assert!(reply.changes.state.is_some(), "applied events are stored");
         let quiet = barrier(&addr, 7).await.expect("nothing new");
-        assert!(quiet.snapshot.is_none(), "nothing moved since the last one");
+        assert!(quiet.changes.is_empty(), "nothing moved since the last one");
         addr.do_send(EventBatch(vec![envelope(7)]));
         assert_eq!(
             barrier(&addr, 7)
@@ -257,9 +248,10 @@ mod tests {
         });
         let reply = answer.await.expect("answers").expect("no error");
         assert!(
-            reply.snapshot.is_some(),
+            reply.changes.state.is_some(),
             "a watermark that moved without events must survive a restart"
         );
+        assert_eq!(reply.changes.watermark, Some(wm));
         assert_eq!(reply.watermark, Some(wm));
     }
 }

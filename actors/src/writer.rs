@@ -2,7 +2,7 @@
 //! `SyncArbiter` thread so blocking diesel work never runs on an async one.
 //!
 //! Delivery: a checkpoint is all-or-nothing. Success means rows, states,
-//! snapshots, dead letters and offsets are durable together; any error
+//! restore increments, dead letters and offsets are durable together; any error
 //! means none of it is, and the same checkpoint may be retried as is.
 //! Errors are told apart: the database unavailable (retry), the data
 //! refused by a database that is up (a defect: retrying cannot help), the
@@ -95,6 +95,7 @@ impl WriterActor {
         self.metrics
             .checkpoint_duration
             .observe(started.elapsed().as_secs_f64());
+        self.metrics.checkpoint_rows.observe(cp.row_count() as f64);
         Ok(())
     }
 }

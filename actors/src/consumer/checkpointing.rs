@@ -124,12 +124,11 @@ impl ConsumerActor {
             if let Some(entry) = inc.streams.get_mut(&stream_id) {
                 entry.open_windows = reply.open_windows;
                 entry.watermark = reply.watermark;
+                entry.evict = reply.open_windows == 0 && !entry.touched;
             }
             late += reply.late.len() as u64;
             finalized += reply.finalized;
-            cp.rows.extend(reply.changes.rows);
-            cp.states.extend(reply.changes.state);
-            cp.snapshots.extend(reply.snapshot);
+            cp.add(reply.partition, reply.changes);
             cp.dead_letters.extend(reply.late);
         }
         metrics.events_late.inc_by(late);
@@ -286,6 +285,7 @@ impl ConsumerActor {
                     .set((hw - next).max(0));
             }
         }
+        inc.evict_closed(&self.env);
         let step = inc.phase.ended(true);
         self.advance(step, ctx);
     }

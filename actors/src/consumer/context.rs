@@ -32,7 +32,7 @@ pub enum AssignmentEvent {
         epoch: u64,
         /// Assigned partitions.
         partitions: Vec<i32>,
-        /// Offsets and snapshots read from Postgres.
+        /// Offsets and open streams read from Postgres.
         restored: Restored,
     },
     /// Every partition was revoked.
@@ -99,7 +99,7 @@ impl PipelineContext {
             .push_back(event);
     }
 
-    /// Reads offsets and snapshots, retrying while the database is down.
+    /// Reads offsets and open streams, retrying while the database is down.
     /// Runs without the fence lock: the epoch was bumped before, so no
     /// checkpoint of an older one can commit meanwhile.
     fn restore(&self, partitions: &[i32]) -> Result<Restored, store::StoreError> {
@@ -163,10 +163,10 @@ impl PipelineContext {
             return self.push(AssignmentEvent::Failed(e.into()));
         }
         log::info!(
-            "Assigned partitions {partitions:?} of {} at stored offsets {:?} with {} stream snapshots.",
+            "Assigned partitions {partitions:?} of {} at stored offsets {:?} with {} streams holding open windows.",
             self.topic,
             restored.offsets,
-            restored.snapshots.len()
+            restored.streams.len()
         );
         self.push(AssignmentEvent::Assigned {
             epoch,

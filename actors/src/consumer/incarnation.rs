@@ -11,6 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use super::{Env, PipelineContext, RestoreError};
 use crate::checkpoint::{DeadLetter, Phase, Restored};
 use crate::messages::{Envelope, EventBatch, WindowFailed};
+use crate::store;
 use crate::window::StreamWindows;
 use crate::window_actor::WindowActor;
 
@@ -27,6 +28,8 @@ pub(super) struct StreamEntry {
     pub idle_to: Option<DateTime<Utc>>,
     pub open_windows: usize,
     pub watermark: Option<DateTime<Utc>>,
+    /// Its last barrier answer held no open window: evict after the commit.
+    pub evict: bool,
 }
 
 /// Where one assigned partition is.
@@ -90,7 +93,8 @@ impl Incarnation {
         }
     }
 
-    /// Takes over partitions at their restored offsets and snapshots.
+    /// Takes over partitions at their restored offsets, with their streams
+    /// that hold open windows.
     pub fn restore(
         &mut self,
         env: &Env,
@@ -109,15 +113,8 @@ impl Incarnation {
                 },
             );
         }
-        for snapshot in restored.snapshots {
-            let model: StreamWindows =
-                serde_json::from_value(snapshot.state).map_err(|source| {
-                    RestoreError::Snapshot {
-                        stream_id: snapshot.stream_id.clone(),
-                        source,
-                    }
-                })?;
-            self.spawn_window(env, on_failure, model, snapshot.partition);
+        for (partition, model) in restored.streams {
+            self.spawn_window(env, on_failure, model, partition);
         }
         env.status.set_assigned(self.partitions.len());
         env.metrics
@@ -144,13 +141,30 @@ impl Incarnation {
         env.metrics.uncommitted_events.set(0);
     }
 
-    /// Hands each stream its events, spawning window actors on first sight.
+    /// Hands each stream its events. Streams not in memory are restored
+    /// from Postgres first, all of the batch's in one read, or start empty.
     pub fn dispatch(
         &mut self,
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
         groups: HashMap<String, Vec<Envelope>>,
-    ) {
+    ) -> Result<(), RestoreError> {
+        let unknown: Vec<String> = groups
+            .keys()
+            .filter(|s| !self.streams.contains_key(*s))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let mut conn = env.pool.get().map_err(store::StoreError::from)?;
+            for (_, model) in store::load_streams(&mut conn, &unknown)? {
+                let Some(events) = groups.get(model.stream_id()) else {
+                    continue;
+                };
+                let partition = events[0].partition;
+                self.spawn_window(env, on_failure, model, partition);
+            }
+            env.metrics.streams_restored.inc_by(unknown.len() as u64);
+        }
         let now = Instant::now();
         for (stream_id, events) in groups {
             let partition = events[0].partition;
@@ -160,6 +174,7 @@ impl Incarnation {
             }
             if let Some(entry) = self.streams.get_mut(&stream_id) {
                 entry.touched = true;
+                entry.evict = false;
                 entry.last_event = now;
                 entry.addr.do_send(EventBatch(events));
             }
@@ -167,6 +182,22 @@ impl Incarnation {
         env.metrics
             .window_actors
             .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Stops the window actors of streams whose last answer held no open
+    /// window and that received nothing since: their state is committed,
+    /// and their next event restores them from Postgres.
+    pub fn evict_closed(&mut self, env: &Env) {
+        let before = self.streams.len();
+        self.streams.retain(|_, e| !e.evict || e.touched);
+        let evicted = before - self.streams.len();
+        if evicted > 0 {
+            env.metrics.streams_evicted.inc_by(evicted as u64);
+            env.metrics
+                .window_actors
+                .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
+        }
     }
 
     fn spawn_window(
@@ -196,6 +227,7 @@ impl Incarnation {
                 idle_to: None,
                 open_windows,
                 watermark,
+                evict: false,
             },
         );
     }

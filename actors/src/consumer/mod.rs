@@ -101,14 +101,6 @@ pub enum RestoreError {
     /// Postgres could not be read.
     #[error("Postgres: {0}")]
     Database(#[from] store::StoreError),
-    /// A stored snapshot does not deserialise.
-    #[error("the snapshot of stream {stream_id} is unreadable: {source}")]
-    Snapshot {
-        /// The stream.
-        stream_id: String,
-        /// The decoding error.
-        source: serde_json::Error,
-    },
     /// The Kafka client refused the positions or the assignment.
     #[error("Kafka: {0}")]
     Assign(#[from] KafkaError),
@@ -132,6 +124,8 @@ enum Lifecycle {
 /// What every incarnation shares: settings, metrics and the actors' homes.
 pub(crate) struct Env {
     cfg: PipelineConfig,
+    /// Postgres, for restores of streams not in memory.
+    pool: Pool,
     metrics: Metrics,
     faults: Faults,
     status: Arc<PipelineStatus>,
@@ -170,6 +164,7 @@ impl ConsumerActor {
         ConsumerActor {
             env: Env {
                 cfg,
+                pool: pool.clone(),
                 metrics,
                 faults,
                 status,

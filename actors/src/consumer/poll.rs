@@ -50,7 +50,7 @@ impl Incarnation {
                         partitions,
                         restored,
                     } => {
-                        self.dispatch(env, on_failure, std::mem::take(&mut groups));
+                        self.dispatch(env, on_failure, std::mem::take(&mut groups))?;
                         self.restore(env, on_failure, epoch, &partitions, restored)?;
                     }
                 }
@@ -113,7 +113,7 @@ impl Incarnation {
                 }
             }
         }
-        self.dispatch(env, on_failure, groups);
+        self.dispatch(env, on_failure, groups)?;
         env.metrics.events_consumed.inc_by(consumed);
         for (reason, n) in rejected {
             env.metrics

@@ -9,8 +9,8 @@ use diesel::upsert::excluded;
 use super::ownership::refresh_ownership;
 use super::schema::{
     consumer_offsets as co, dead_letters as dl, stream_metrics_minute as smm, stream_state as ss,
-    window_snapshots as ws,
 };
+use super::state::write_increments;
 use super::Result;
 use crate::checkpoint::Checkpoint;
 
@@ -44,16 +44,10 @@ struct NewStreamState<'a> {
     active_viewers: i64,
     last_event_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = ws)]
-struct NewSnapshot<'a> {
-    stream_id: &'a str,
     topic: &'a str,
     partition: i32,
-    state: &'a serde_json::Value,
-    updated_at: DateTime<Utc>,
+    watermark: Option<DateTime<Utc>>,
+    open_windows: i32,
 }
 
 #[derive(Insertable)]
@@ -79,8 +73,9 @@ struct NewOffset<'a> {
     updated_at: DateTime<Utc>,
 }
 
-/// Writes one checkpoint in one transaction: rows, states, snapshots, dead
-/// letters, offsets. Either all of it is visible afterwards or none.
+/// Writes one checkpoint in one transaction: rows, stream states with the
+/// restore increments, dead letters, offsets. Either all of it is visible
+/// afterwards or none.
 pub fn write_checkpoint(
     conn: &mut PgConnection,
     cp: &Checkpoint,
@@ -137,14 +132,18 @@ pub fn write_checkpoint(
         }
 
         let states: Vec<NewStreamState<'_>> = cp
-            .states
+            .streams
             .iter()
             .map(|s| NewStreamState {
-                stream_id: &s.stream_id,
-                is_live: s.is_live,
-                active_viewers: s.active_viewers,
-                last_event_at: s.last_event_at,
+                stream_id: &s.state.stream_id,
+                is_live: s.state.is_live,
+                active_viewers: s.state.active_viewers,
+                last_event_at: s.state.last_event_at,
                 updated_at: now,
+                topic: &cp.topic,
+                partition: s.partition,
+                watermark: s.watermark,
+                open_windows: i32::try_from(s.open_windows).unwrap_or(i32::MAX),
             })
             .collect();
         for chunk in states.chunks(CHUNK) {
@@ -157,34 +156,14 @@ pub fn write_checkpoint(
                     ss::active_viewers.eq(excluded(ss::active_viewers)),
                     ss::last_event_at.eq(excluded(ss::last_event_at)),
                     ss::updated_at.eq(excluded(ss::updated_at)),
+                    ss::topic.eq(excluded(ss::topic)),
+                    ss::partition.eq(excluded(ss::partition)),
+                    ss::watermark.eq(excluded(ss::watermark)),
+                    ss::open_windows.eq(excluded(ss::open_windows)),
                 ))
                 .execute(conn)?;
         }
-
-        let snapshots: Vec<NewSnapshot<'_>> = cp
-            .snapshots
-            .iter()
-            .map(|s| NewSnapshot {
-                stream_id: &s.stream_id,
-                topic: &cp.topic,
-                partition: s.partition,
-                state: &s.state,
-                updated_at: now,
-            })
-            .collect();
-        for chunk in snapshots.chunks(CHUNK) {
-            diesel::insert_into(ws::table)
-                .values(chunk)
-                .on_conflict(ws::stream_id)
-                .do_update()
-                .set((
-                    ws::topic.eq(excluded(ws::topic)),
-                    ws::partition.eq(excluded(ws::partition)),
-                    ws::state.eq(excluded(ws::state)),
-                    ws::updated_at.eq(excluded(ws::updated_at)),
-                ))
-                .execute(conn)?;
-        }
+        write_increments(conn, &cp.increments)?;
 
         let letters: Vec<NewDeadLetter<'_>> = cp
             .dead_letters

@@ -8,6 +8,7 @@ mod migrate;
 mod ownership;
 pub mod queries;
 mod results;
+mod state;
 
 use diesel::pg::PgConnection;
 use diesel::r2d2::ConnectionManager;
@@ -16,6 +17,7 @@ pub use checkpoint::write_checkpoint;
 pub use migrate::{revert_all_migrations, run_migrations};
 pub use ownership::{check_group, claim_leased, load_assignment, owner_token, Claim};
 pub use results::{dead_letter_counts, load_rows, load_stream_state};
+pub use state::load_streams;
 
 /// A pool of Postgres connections.
 pub type Pool = r2d2::Pool<ConnectionManager<PgConnection>>;

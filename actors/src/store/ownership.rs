@@ -9,9 +9,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use super::schema::{consumer_offsets as co, partition_owners as po, window_snapshots as ws};
+use super::schema::{consumer_offsets as co, partition_owners as po};
+use super::state::{load_streams, open_streams};
 use super::{Result, StoreError};
-use crate::checkpoint::{Restored, Snapshot};
+use crate::checkpoint::Restored;
 
 /// Separates the instance name from the incarnation in an owner token.
 const INCARNATION_SEPARATOR: char = '#';
@@ -192,21 +193,14 @@ fn load(
         .filter(co::partition.eq_any(partitions))
         .select((co::partition, co::next_offset))
         .load(conn)?;
-    let snapshots: Vec<(String, i32, serde_json::Value)> = ws::table
-        .filter(ws::topic.eq(topic))
-        .filter(ws::partition.eq_any(partitions))
-        .select((ws::stream_id, ws::partition, ws::state))
-        .load(conn)?;
+    let open = open_streams(conn, topic, partitions)?;
+    let streams = load_streams(conn, &open)?
+        .into_iter()
+        .filter_map(|(partition, model)| Some((partition?, model)))
+        .collect();
     Ok(Restored {
         offsets: offsets.into_iter().collect(),
-        snapshots: snapshots
-            .into_iter()
-            .map(|(stream_id, partition, state)| Snapshot {
-                stream_id,
-                partition,
-                state,
-            })
-            .collect(),
+        streams,
     })
 }
 
