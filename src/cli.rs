@@ -180,6 +180,11 @@ pub struct GenerateArgs {
     #[arg(long, env = "GEN_STREAMS", value_name = "GEN_STREAMS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub streams: u32,
+    /// Zipf exponent of stream sizes: 0 is uniform, 1.1 gives a few huge
+    /// streams and a long tail.
+    #[arg(long, env = "GEN_STREAM_SKEW", value_name = "GEN_STREAM_SKEW", default_value_t = 0.0,
+          value_parser = parse_skew)]
+    pub stream_skew: f64,
     /// Number of distinct users.
     #[arg(long, env = "GEN_USERS", value_name = "GEN_USERS", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -242,6 +247,13 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{e}; write times in RFC 3339, like 2025-12-20T18:00:00Z"))
+}
+
+fn parse_skew(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=5.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not an exponent between 0 and 5")),
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

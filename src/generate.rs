@@ -104,6 +104,7 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
     let cfg = GeneratorConfig {
         seed: args.seed,
         streams: args.streams,
+        stream_skew: args.stream_skew,
         users: args.users,
         clock,
         out_of_order: args.out_of_order,

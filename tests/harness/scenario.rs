@@ -64,6 +64,7 @@ impl Scenario {
         GeneratorConfig {
             seed: self.seed,
             streams: self.streams,
+            stream_skew: 0.0,
             users: self.users,
             clock: Clock::Virtual {
                 start: self.start_time(),
