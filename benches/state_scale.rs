@@ -124,7 +124,7 @@ fn big_stream(postgres: &Postgres) {
     let db = postgres.create_database("big");
     let mut truth = Truth::new(lateness, Utc::now());
     let mut seq = 0u64;
-    let mut send = |payloads: Vec<Vec<u8>>, truth: &mut Truth| {
+    let send = |payloads: Vec<Vec<u8>>, truth: &mut Truth| {
         for p in &payloads {
             truth.observe(p);
         }
