@@ -22,6 +22,8 @@
     refreshes: 0,
     reasonsLoaded: false,
     charts: {},
+    // Fixed x ranges (unix seconds) by chart id, else the data's own range.
+    ranges: {},
   };
 
   // An element whose children are nodes or text; attributes are set with
@@ -123,7 +125,7 @@
         width: Math.max(el.clientWidth, 260),
         height: 170,
         tzDate: utc,
-        scales: { x: { time: true } },
+        scales: { x: { time: true, range: (u, min, max) => xRange(id, min, max) } },
         legend: { live: false },
         axes: [
           Object.assign({ values: (u, splits) => splits.map((v) => fmt(utc(v))) }, axis),
@@ -136,6 +138,13 @@
     );
     state.charts[id] = chart;
     return chart;
+  }
+
+  function xRange(id, min, max) {
+    if (state.ranges[id]) return state.ranges[id];
+    // One point: a minute either side, so the axis still reads as time.
+    if (min === max || min === null) return [(min || 0) - 60, (max || 0) + 60];
+    return [min, max];
   }
 
   function setChart(id, data, openCount) {
@@ -350,6 +359,8 @@
     const rows = r.body.rows;
     const xs = rows.map((m) => Date.parse(m.window_start) / 1000);
     const open = rows.filter((m) => !m.is_final).length;
+    const range = [Date.parse(r.body.from) / 1000, Date.parse(r.body.to) / 1000];
+    for (const id of ["chart-viewers", "chart-chat", "chart-donations"]) state.ranges[id] = range;
     const series = (field) => [
       xs,
       rows.map((m) => m[field]),
@@ -359,7 +370,7 @@
     setChart("chart-chat", series("chat_messages"), open);
     setChart("chart-donations", series("donations_usd"), open);
     $("stream-range").textContent =
-      fmtTime(r.body.from) + " to " + fmtTime(r.body.to) + ": " + rows.length + " minutes, " +
+      fmtTime(r.body.from) + " to " + fmtTime(r.body.to) + ": " + rows.length + (rows.length === 1 ? " minute, " : " minutes, ") +
       open + " still open (not final, may change).";
     const newest = rows.slice(-NEWEST_MINUTES).reverse();
     $("minutes-table").tBodies[0].replaceChildren(
