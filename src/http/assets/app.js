@@ -371,7 +371,7 @@
     setChart("chart-donations", series("donations_usd"), open);
     $("stream-range").textContent =
       fmtTime(r.body.from) + " to " + fmtTime(r.body.to) + ": " + rows.length + (rows.length === 1 ? " minute, " : " minutes, ") +
-      open + " still open (not final, may change).";
+      (open === 0 ? "all final." : open + " still open (not final, may change).");
     const newest = rows.slice(-NEWEST_MINUTES).reverse();
     $("minutes-table").tBodies[0].replaceChildren(
       ...newest.map((m) =>
