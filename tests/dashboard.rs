@@ -413,7 +413,9 @@ fn dashboard_renders_live_data_as_text_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
     eprintln!("dashboard screenshot: {}", shot.display());
 
-    // A live event: its window is open, and the page marks it so.
+    // A live event: its window is open, and the page marks it so. It is
+    // the only stream of the newest 15 minutes, so the page, opened with
+    // no stream named, selects it the way a click does.
     let now = Utc::now();
     produce(
         &services.broker,
@@ -426,8 +428,12 @@ fn dashboard_renders_live_data_as_text_in_headless_chromium() {
             r#""event_type":"chat_message","user_id":"lu","message_len":3"#,
         )],
     );
-    let url = serve.url("/#stream=live-now");
+    let url = serve.url("/");
     let (dom, ()) = wait_for_dom(&url, Duration::from_secs(60), |dom| {
+        let ids = dom.texts("span", "stream-id");
+        if ids != ["live-now"] {
+            return Err(format!("top table lists {ids:?}"));
+        }
         let points = dom.attr_num("chart-chat", "data-points")?;
         let open = dom.attr_num("chart-chat", "data-open")?;
         if (points, open) == (1, 1) {
@@ -436,6 +442,7 @@ fn dashboard_renders_live_data_as_text_in_headless_chromium() {
             Err(format!("chat chart holds {points} points, {open} open"))
         }
     });
+    assert_eq!(dom.text_of("stream-title").as_deref(), Some("live-now"));
     assert_eq!(dom.count("data-final=\"false\""), 1);
     assert_eq!(dom.texts("span", "badge open"), vec!["open".to_owned()]);
     let minute = rfc3339(minute_of(now)).replace('T', " ");

@@ -11,12 +11,16 @@
   const TOP_N = 10;
   const DEAD_LETTERS = 20;
   const NEWEST_MINUTES = 8;
+  // events/s is averaged over at least this long: the counter moves in
+  // batches, so a 2 s difference alone jitters.
+  const RATE_WINDOW_MS = 10000;
 
   const $ = (id) => document.getElementById(id);
 
   const state = {
     selected: null,
-    prevConsumed: null,
+    // [time ms, events consumed] samples, oldest first.
+    consumed: [],
     rate: { xs: [], ys: [] },
     lag: { xs: [], ys: [] },
     refreshes: 0,
@@ -160,7 +164,7 @@
       showError("health-error", "the chart library did not load; figures are still shown as numbers");
       return;
     }
-    makeChart("chart-rate", "events consumed per second", [
+    makeChart("chart-rate", "events consumed per second (10 s average)", [
       { label: "events/s", stroke: "#5cc8ff", width: 2 },
     ], "{HH}:{mm}:{ss}");
     makeChart("chart-lag", "consumer lag (messages, all partitions)", [
@@ -249,10 +253,14 @@
     const samples = parseProm(text);
     const now = Date.now();
     const consumed = total(samples, "streamstats_events_consumed_total");
-    const prev = state.prevConsumed;
-    state.prevConsumed = { t: now, value: consumed };
-    if (prev && now > prev.t && consumed >= prev.value) {
-      const rate = (consumed - prev.value) / ((now - prev.t) / 1000);
+    const seen = state.consumed;
+    // A restarted service starts its counter again.
+    if (seen.length > 0 && consumed < seen[seen.length - 1][1]) seen.length = 0;
+    seen.push([now, consumed]);
+    // Keep the newest sample at least RATE_WINDOW_MS old, and all after it.
+    while (seen.length > 2 && now - seen[1][0] >= RATE_WINDOW_MS) seen.shift();
+    if (seen.length > 1 && now > seen[0][0]) {
+      const rate = (consumed - seen[0][1]) / ((now - seen[0][0]) / 1000);
       setValue("v-rate", rate < 10 ? rate.toFixed(1) : fmtInt(Math.round(rate)));
       pushSample(state.rate, now / 1000, rate);
       setChart("chart-rate", [state.rate.xs.slice(), state.rate.ys.slice()]);
