@@ -462,7 +462,8 @@ pub fn run(args: StackArgs) -> Result<(), StackError> {
         "streamstats stack is up (data and logs in {}):",
         dir.display()
     );
-    println!("  API          {api}/metrics  {api}/streams  {api}/streams/top");
+    println!("  dashboard    {api}/");
+    println!("  API          {api}/metrics  {api}/streams  {api}/streams/top  {api}/dead_letters");
     println!("  health       {api}/health  {api}/ready");
     println!("  metrics      {api}/prometheus");
     println!(
