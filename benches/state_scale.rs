@@ -25,6 +25,7 @@ use harness::{
     check_truth, committed_messages, cpu_seconds, memory_kib, Broker, Postgres, Scenario, Serve,
     ServeConfig,
 };
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use streamstats_actors::truth::Truth;
 
 const PARTITIONS: i32 = 3;
@@ -145,7 +146,13 @@ fn big_stream(postgres: &Postgres) {
         (committed_messages(&db) >= viewers as i64).then_some(())
     });
 
-    // Steady state: 100 events/s (leaves and re-joins of present users, chat).
+    // Steady state: 100 events/s (leaves and re-joins of present users,
+    // chat) through one long-lived producer.
+    let producer: ThreadedProducer<DefaultProducerContext> = broker
+        .client_config()
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
     let wal_before = wal_lsn(&db);
     let cpu_before = cpu_seconds(serve.process.pid());
     let started = Instant::now();
@@ -164,12 +171,19 @@ fn big_stream(postgres: &Postgres) {
             })
             .collect();
         sent += batch.len() as u64;
-        send(batch, &mut truth);
+        for payload in &batch {
+            truth.observe(payload);
+            producer
+                .send(BaseRecord::<[u8], [u8]>::to(&topic).key(b"big").payload(payload))
+                .map_err(|(e, _)| e)
+                .expect("queued");
+        }
         let due = Duration::from_millis(sent * 10);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
         }
     }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
     let total = viewers + sent;
     harness::wait_for(
         "the steady events committed",
@@ -213,6 +227,27 @@ fn main() {
     broker.wait_ready();
 
     let base = Scenario::with_trouble(events);
+    // ONLY=100k runs just the uniform 100k-stream case (for profiling).
+    if std::env::var("ONLY").as_deref() == Ok("100k") {
+        let run = stream_count_run(
+            &broker,
+            &postgres,
+            "100k streams",
+            Scenario {
+                streams: 100_000,
+                users: 100_000,
+                ..base
+            },
+        );
+        println!(
+            "{}: {:.0} events/s, {:.0} WAL B/event, {:.1} MB peak RSS",
+            run.name,
+            run.rate,
+            run.wal_per_event,
+            run.rss_kib as f64 / 1024.0
+        );
+        return;
+    }
     let runs = vec![
         stream_count_run(&broker, &postgres, "25 streams", base.clone()),
         stream_count_run(

@@ -9,6 +9,7 @@ mod ownership;
 pub mod queries;
 mod results;
 mod state;
+mod upsert;
 
 use diesel::pg::PgConnection;
 use diesel::r2d2::ConnectionManager;

@@ -93,10 +93,11 @@ pub struct StreamWindows {
     last_event_at: Option<DateTime<Utc>>,
     /// Windows ending at or before this instant are final.
     watermark: Option<DateTime<Utc>>,
-    /// Open windows by start.
-    open: BTreeMap<DateTime<Utc>, MinuteAgg>,
-    /// Open windows touched since the last take.
-    dirty: HashSet<DateTime<Utc>>,
+    /// Open windows, sorted by start: usually one or two, so a vector
+    /// costs far less memory per stream than a tree.
+    open: Vec<(DateTime<Utc>, MinuteAgg)>,
+    /// Starts of open windows touched since the last take (may repeat).
+    dirty: Vec<DateTime<Utc>>,
     /// Rows of windows that became final since the last take.
     closed: Vec<WindowRow>,
     /// An event was applied or the watermark moved since the last take.
@@ -123,8 +124,8 @@ impl StreamWindows {
             is_live: false,
             last_event_at: None,
             watermark: None,
-            open: BTreeMap::new(),
-            dirty: HashSet::new(),
+            open: Vec::new(),
+            dirty: Vec::new(),
             closed: Vec::new(),
             state_due: false,
             viewer_delta: ViewerSets::default(),
@@ -146,7 +147,7 @@ impl StreamWindows {
             last_event_at: state.last_event_at,
             watermark,
             viewers,
-            open,
+            open: open.into_iter().collect(),
             ..StreamWindows::new(state.stream_id.clone())
         }
     }
@@ -216,11 +217,14 @@ impl StreamWindows {
             }
             EventKind::ChatMessage { .. } | EventKind::Donation { .. } => self.is_live = true,
         }
-        let agg = self.open.entry(start).or_default();
-        if let Some(chatter) = agg.apply(&event.kind, self.viewers.len()) {
+        let viewers = self.viewers.len();
+        let agg = self.window_mut(start);
+        if let Some(chatter) = agg.apply(&event.kind, viewers) {
             self.new_chatters.push((start, chatter.to_owned()));
         }
-        self.dirty.insert(start);
+        if self.dirty.last() != Some(&start) {
+            self.dirty.push(start);
+        }
         self.state_due = true;
         if self.last_event_at.is_none_or(|t| event.ts > t) {
             self.last_event_at = Some(event.ts);
@@ -238,14 +242,30 @@ impl StreamWindows {
         }
         self.watermark = Some(to);
         self.state_due = true;
-        while let Some(entry) = self.open.first_entry() {
-            if *entry.key() + WINDOW > to {
-                break;
-            }
-            let (start, agg) = entry.remove_entry();
-            self.dirty.remove(&start);
+        let closing = self.open.partition_point(|(start, _)| *start + WINDOW <= to);
+        for (start, agg) in self.open.drain(..closing) {
             self.closed.push(agg.to_row(&self.stream_id, start, true));
         }
+    }
+
+    /// The open window starting at `start`, created if needed.
+    fn window_mut(&mut self, start: DateTime<Utc>) -> &mut MinuteAgg {
+        let i = match self.open.binary_search_by_key(&start, |(s, _)| *s) {
+            Ok(i) => i,
+            Err(i) => {
+                self.open.insert(i, (start, MinuteAgg::default()));
+                i
+            }
+        };
+        &mut self.open[i].1
+    }
+
+    /// The open window starting at `start`, if any.
+    fn window(&self, start: DateTime<Utc>) -> Option<&MinuteAgg> {
+        self.open
+            .binary_search_by_key(&start, |(s, _)| *s)
+            .ok()
+            .map(|i| &self.open[i].1)
     }
 
     /// The current `stream_state` row.
@@ -265,17 +285,17 @@ impl StreamWindows {
         let closed_rows = std::mem::take(&mut self.closed);
         let closed: Vec<DateTime<Utc>> = closed_rows.iter().map(|r| r.window_start).collect();
         let mut rows = closed_rows;
-        let mut dirty: Vec<DateTime<Utc>> = self.dirty.drain().collect();
+        let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
+        dirty.dedup();
         for start in dirty {
-            if let Some(agg) = self.open.get(&start) {
+            if let Some(agg) = self.window(start) {
                 rows.push(agg.to_row(&self.stream_id, start, false));
             }
         }
-        let open = &self.open;
         let chatters = std::mem::take(&mut self.new_chatters)
             .into_iter()
-            .filter(|(start, _)| open.contains_key(start))
+            .filter(|(start, _)| self.window(*start).is_some())
             .collect();
         let delta = std::mem::take(&mut self.viewer_delta);
         let viewers = ViewerDelta {
