@@ -126,6 +126,7 @@ pub fn write_checkpoint(
                 ))
                 .execute(conn)?;
         }
+        super::latest::upsert_latest(conn, &cp.rows, now)?;
 
         let states: Vec<NewStreamState<'_>> = cp
             .states

@@ -4,14 +4,17 @@
 pub mod schema;
 
 mod checkpoint;
+mod latest;
 mod migrate;
 pub mod queries;
 mod results;
+pub mod retention;
 
 use diesel::pg::PgConnection;
 use diesel::r2d2::ConnectionManager;
 
 pub use checkpoint::{load_assignment, write_checkpoint};
+pub use latest::{rebuild_latest, upsert_latest};
 pub use migrate::{revert_all_migrations, run_migrations};
 pub use results::{dead_letter_counts, load_rows, load_stream_state};
 
