@@ -4,6 +4,8 @@
 #
 #   - PostgreSQL server binaries (Debian's `postgresql` package) if missing
 #   - Prometheus and promtool (Debian's `prometheus` package) if missing
+#   - headless Chromium (Debian's `chromium` package) if missing, for the
+#     dashboard test that renders `/` in a real browser
 #   - the tansu Kafka-compatible broker, built once into a cache directory
 #     outside the repository ($STREAMSTATS_CACHE, default ~/.cache/streamstats)
 #   - build tools and headers: a C compiler, make and zlib for the bundled
@@ -60,6 +62,11 @@ fi
 # wrk: the HTTP load generator of the benchmark scripts.
 if ! command -v wrk >/dev/null 2>&1; then
     apt_install wrk
+fi
+
+# Chromium: the dashboard test renders `/` headless and reads the DOM.
+if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium
 fi
 
 # tansu: the Kafka-protocol broker used by the tests and the local stack.

@@ -79,6 +79,36 @@ pub struct ServeArgs {
         default_value = "streamstats"
     )]
     pub kafka_group_id: String,
+    /// How partitions are assigned: `self` takes every partition of the topic
+    /// without joining a group (one instance; restarts resume at once on any
+    /// broker; a second instance stands by), `group` lets the consumer group
+    /// split them between instances (scale-out).
+    #[arg(long, env = "KAFKA_ASSIGNMENT", value_name = "KAFKA_ASSIGNMENT", default_value = "self",
+          value_parser = ["self", "group"])]
+    pub kafka_assignment: String,
+    /// Static group membership id (`group.instance.id`) in group mode, for
+    /// brokers that honour it: a restarted member gets its partitions back
+    /// without waiting for the session timeout. Unique per instance.
+    #[arg(
+        long,
+        env = "KAFKA_GROUP_INSTANCE_ID",
+        value_name = "KAFKA_GROUP_INSTANCE_ID"
+    )]
+    pub kafka_group_instance_id: Option<String>,
+    /// Stable name of this instance across restarts (default: host name and
+    /// HTTP port). A restarted instance takes its own partitions back at once.
+    #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Self-assignment: how long another instance's claim on the partitions
+    /// lasts without a checkpoint refreshing it before this one takes over.
+    #[arg(long, env = "OWNER_LEASE", value_name = "OWNER_LEASE", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    pub owner_lease: Duration,
+    /// How far an event time may lie ahead of its Kafka message timestamp
+    /// before it is rejected as timestamp_out_of_range.
+    #[arg(long, env = "MAX_FUTURE_SKEW", value_name = "MAX_FUTURE_SKEW", default_value = "5m",
+          value_parser = parse_duration)]
+    pub max_future_skew: Duration,
     /// Where partitions without a stored offset start: earliest or latest.
     #[arg(long, env = "KAFKA_OFFSET_RESET", value_name = "KAFKA_OFFSET_RESET", default_value = "earliest",
           value_parser = ["earliest", "latest"])]
@@ -167,6 +197,11 @@ pub struct GenerateArgs {
     #[arg(long, env = "GEN_STREAMS", value_name = "GEN_STREAMS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub streams: u32,
+    /// Zipf exponent of stream sizes: 0 is uniform, 1.1 gives a few huge
+    /// streams and a long tail.
+    #[arg(long, env = "GEN_STREAM_SKEW", value_name = "GEN_STREAM_SKEW", default_value_t = 0.0,
+          value_parser = parse_skew)]
+    pub stream_skew: f64,
     /// Number of distinct users.
     #[arg(long, env = "GEN_USERS", value_name = "GEN_USERS", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -229,6 +264,13 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{e}; write times in RFC 3339, like 2025-12-20T18:00:00Z"))
+}
+
+fn parse_skew(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=5.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not an exponent between 0 and 5")),
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -104,6 +104,7 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
     let cfg = GeneratorConfig {
         seed: args.seed,
         streams: args.streams,
+        stream_skew: args.stream_skew,
         users: args.users,
         clock,
         out_of_order: args.out_of_order,
@@ -136,10 +137,15 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
                 std::thread::sleep(wait);
             }
         }
-        let msg = generator.next_message(Utc::now());
+        // The message timestamp is set explicitly, to the millisecond the
+        // ground truth judged the event's future skew against.
+        let now_ms = Utc::now().timestamp_millis();
+        let wall = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+        let msg = generator.next_message(wall);
         let mut record = BaseRecord::to(&args.kafka.kafka_topic)
             .key(msg.key.as_bytes())
-            .payload(&msg.payload);
+            .payload(&msg.payload)
+            .timestamp(now_ms);
         loop {
             match producer.send(record) {
                 Ok(()) => break,

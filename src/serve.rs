@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use streamstats_actors::config::{OffsetReset, PipelineConfig};
+use streamstats_actors::config::{AssignmentMode, OffsetReset, PipelineConfig};
 use streamstats_actors::messages::Shutdown;
 use streamstats_actors::metrics::Metrics;
 use streamstats_actors::{pipeline, store};
@@ -34,6 +34,9 @@ pub enum ServeError {
     /// The HTTP metrics middleware could not be built.
     #[error("cannot build the HTTP metrics middleware: {0}")]
     HttpMetrics(String),
+    /// A setting is out of range.
+    #[error("{name}: {reason}")]
+    Setting { name: &'static str, reason: String },
     /// Waiting for signals failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -49,9 +52,46 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     actix_rt::System::new().block_on(serve(args))
 }
 
-fn pipeline_config(args: &ServeArgs) -> PipelineConfig {
+/// This host's name, for the default instance id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn pipeline_config(args: &ServeArgs) -> Result<PipelineConfig, ServeError> {
     let mut cfg = PipelineConfig::new(&args.kafka.kafka_brokers, &args.kafka.kafka_topic);
     cfg.group_id = args.kafka_group_id.clone();
+    cfg.assignment = if args.kafka_assignment == "group" {
+        AssignmentMode::Group
+    } else {
+        AssignmentMode::SelfAssign
+    };
+    // Two live instances on one host cannot share an HTTP port, and a
+    // restarted one keeps it: host and port name an instance stably.
+    cfg.instance_id = args
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", host_name(), args.http_addr.port()));
+    cfg.owner_lease = args.owner_lease;
+    cfg.group_instance_id = args.kafka_group_instance_id.clone();
+    cfg.max_future_skew =
+        chrono::TimeDelta::from_std(args.max_future_skew).map_err(|e| ServeError::Setting {
+            name: "MAX_FUTURE_SKEW",
+            reason: e.to_string(),
+        })?;
+    if args.owner_lease <= args.checkpoint_interval * 2 {
+        return Err(ServeError::Setting {
+            name: "OWNER_LEASE",
+            reason: format!(
+                "{:?} must be more than twice CHECKPOINT_INTERVAL ({:?}), which refreshes it",
+                args.owner_lease, args.checkpoint_interval
+            ),
+        });
+    }
     cfg.offset_reset = if args.kafka_offset_reset == "latest" {
         OffsetReset::Latest
     } else {
@@ -66,7 +106,7 @@ fn pipeline_config(args: &ServeArgs) -> PipelineConfig {
     if let Some(plan) = cfg.faults {
         log::warn!("Fault injection is ON: {plan:?}. Never use this outside tests.");
     }
-    cfg
+    Ok(cfg)
 }
 
 async fn migrate(pool: store::Pool) -> Result<(), ServeError> {
@@ -97,10 +137,28 @@ async fn migrate(pool: store::Pool) -> Result<(), ServeError> {
     }
 }
 
+/// Start-up refuses a database another consumer group writes to.
+async fn check_group(pool: store::Pool, group_id: String) -> Result<(), ServeError> {
+    web::block(move || {
+        let mut conn = pool.get()?;
+        store::check_group(&mut conn, &group_id)
+    })
+    .await
+    .map_err(|e| ServeError::Migrate(e.to_string()))?
+    .map_err(|e| match e {
+        store::StoreError::OtherGroup { .. } => ServeError::Setting {
+            name: "KAFKA_GROUP_ID",
+            reason: e.to_string(),
+        },
+        other => ServeError::Migrate(other.to_string()),
+    })
+}
+
 async fn serve(args: ServeArgs) -> Result<(), ServeError> {
-    let cfg = pipeline_config(&args);
+    let cfg = pipeline_config(&args)?;
     let pool = store::pool(&args.db.database_url, args.database_pool_size)?;
     migrate(pool.clone()).await?;
+    check_group(pool.clone(), cfg.group_id.clone()).await?;
 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry)?;

@@ -437,6 +437,9 @@ pub fn run(args: StackArgs) -> Result<(), StackError> {
         .arg("serve")
         .env("DATABASE_URL", &database_url)
         .env("KAFKA_BROKERS", &brokers)
+        // One instance: it takes every partition itself, so a restart
+        // resumes at once whatever the broker's group coordinator does.
+        .env("KAFKA_ASSIGNMENT", "self")
         .env("HTTP_ADDR", format!("127.0.0.1:{}", args.http_port));
     let mut serve = Component::spawn("serve", serve_cmd, dir.join("serve.log"))?;
     wait_for_port(&mut serve, args.http_port, Duration::from_secs(90))?;
@@ -459,7 +462,8 @@ pub fn run(args: StackArgs) -> Result<(), StackError> {
         "streamstats stack is up (data and logs in {}):",
         dir.display()
     );
-    println!("  API          {api}/metrics  {api}/streams  {api}/streams/top");
+    println!("  dashboard    {api}/");
+    println!("  API          {api}/metrics  {api}/streams  {api}/streams/top  {api}/dead_letters");
     println!("  health       {api}/health  {api}/ready");
     println!("  metrics      {api}/prometheus");
     println!(

@@ -53,6 +53,8 @@ fn corpus() -> Vec<(Vec<u8>, &'static str)> {
         (with_ts("9999-12-31T23:59:59Z"), "timestamp_out_of_range"),
         (with_ts("2999-01-01T00:00:00+05:00"), "timestamp_out_of_range"),
         (with_ts("2025-02-30T00:00:00Z"), "invalid_timestamp"),
+        (format!(r#"{{{head},"event_type":"stream_start","stream_id":"a\u0000b"}}"#).into_bytes(), "invalid_id"),
+        (format!(r#"{{{head},"event_type":"viewer_join","stream_id":"s","user_id":"\u0000"}}"#).into_bytes(), "invalid_id"),
         (with_ts("2025-12-20T18:00:00"), "invalid_timestamp"),
         (donation("1.234"), "invalid_amount"),
         (donation("-0.01"), "invalid_amount"),
@@ -96,7 +98,7 @@ fn malformed_corpus_is_dead_lettered_with_provenance_and_valid_events_count_exac
     let expected = truth.finish();
     assert_eq!(expected.dead_letter_total(), corpus.len() as u64);
 
-    services.broker.produce(&topic, b"k", &payloads);
+    services.broker.produce_events(&topic, &payloads);
     let mut serve = Serve::start(ServeConfig::new(&db, &services.broker, &topic));
     wait_for_truth(&mut serve, &expected, Duration::from_secs(240));
 
@@ -126,7 +128,17 @@ fn malformed_corpus_is_dead_lettered_with_provenance_and_valid_events_count_exac
             "payload kept byte for byte at offset {offset}"
         );
     }
-    assert_eq!(serve.metric("streamstats_window_actors"), Some(10_001.0));
+    // Every window is final, so every stream's actor leaves memory; the
+    // next event of a stream restores it from Postgres.
+    harness::wait_for(
+        "closed streams to leave memory",
+        Duration::from_secs(30),
+        || (serve.metric("streamstats_window_actors") == Some(0.0)).then_some(()),
+    );
+    let evicted = serve
+        .metric("streamstats_streams_evicted_total")
+        .expect("eviction counter");
+    assert!(evicted >= 10_001.0, "every stream left memory: {evicted}");
     assert_eq!(
         serve.metric("streamstats_actor_restarts_total{actor=\"consumer\"}"),
         Some(0.0)
@@ -143,7 +155,7 @@ fn silent_streams_finalize_and_a_producer_back_days_later_leaves_old_windows_alo
         for p in &payloads {
             truth.observe(p);
         }
-        services.broker.produce(&topic, b"k", &payloads);
+        services.broker.produce_events(&topic, &payloads);
         truth.clone().finish()
     };
     let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -207,4 +219,38 @@ fn silent_streams_finalize_and_a_producer_back_days_later_leaves_old_windows_alo
         },
     );
     serve.terminate();
+}
+
+#[test]
+fn a_checkpoint_the_database_refuses_halts_loudly_instead_of_retrying_forever() {
+    let services = Services::start();
+    let topic = services.broker.create_topic("refused", 1);
+    let db = services.postgres.create_database("refused");
+    let mut serve = Serve::start(ServeConfig::new(&db, &services.broker, &topic));
+    // A constraint the pipeline cannot satisfy: every dead letter is refused.
+    let mut conn = PgConnection::establish(&db).expect("connect");
+    diesel::sql_query(
+        "ALTER TABLE dead_letters ADD CONSTRAINT refuse_all CHECK (kafka_offset < 0)",
+    )
+    .execute(&mut conn)
+    .expect("constraint added");
+    services
+        .broker
+        .produce_events(&topic, &[b"not json".to_vec()]);
+    let body = harness::wait_for("/ready to report the halt", Duration::from_secs(60), || {
+        serve.process.assert_running();
+        let (status, body) = serve.get("/ready");
+        (status == 503 && body.contains("halted")).then_some(body)
+    });
+    assert!(body.contains("refuse_all"), "the cause is named: {body}");
+    assert_eq!(
+        serve.metric("streamstats_checkpoints_total{outcome=\"refused\"}"),
+        Some(3.0)
+    );
+    assert_eq!(serve.get("/health").0, 200, "the API stays up");
+    assert_eq!(
+        serve.terminate(),
+        Some(0),
+        "a halted pipeline still stops cleanly"
+    );
 }

@@ -1,8 +1,10 @@
 //! Fault injection on the real broker and real Postgres: randomized, seeded
-//! trials over four fault kinds (kill -9 of `serve` at a random instant, an
-//! injected panic in a random actor at a random message, Postgres stopped in
-//! immediate mode and restarted, the broker killed and restarted). Every
-//! trial compares the final tables with the generator's ground truth.
+//! trials over six fault kinds (kill -9 of `serve` at a random instant, two
+//! or three kill -9 in a row, a kill -9 during start-up, an injected panic
+//! in a random actor at a random message, Postgres stopped in immediate
+//! mode and restarted, the broker killed and restarted). Every trial
+//! compares the final tables with the generator's ground truth; kill trials
+//! also print how long each restart took to commit again.
 //!
 //! The fast subset runs in CI. The full campaign:
 //! `TRIALS=50 cargo test --release --test faults -- --ignored --nocapture`
@@ -11,7 +13,7 @@
 mod harness;
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::{check_truth, committed_messages, Scenario, Serve, ServeConfig, Services};
 use rand::{Rng, SeedableRng};
@@ -23,22 +25,31 @@ const DRAIN: Duration = Duration::from_secs(240);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum FaultKind {
     Kill9,
+    MultiKill,
+    StartupKill,
     Panic,
     PostgresOutage,
     BrokerOutage,
 }
 
-const KINDS: [FaultKind; 4] = [
+const KINDS: [FaultKind; 6] = [
     FaultKind::Kill9,
+    FaultKind::MultiKill,
+    FaultKind::StartupKill,
     FaultKind::Panic,
     FaultKind::PostgresOutage,
     FaultKind::BrokerOutage,
 ];
 
+/// How long a restart may take to commit again (SPEC §4).
+const RESUME_WITHIN: Duration = Duration::from_secs(5);
+
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             FaultKind::Kill9 => "kill -9 serve",
+            FaultKind::MultiKill => "kill -9 in a row",
+            FaultKind::StartupKill => "kill -9 at start",
             FaultKind::Panic => "actor panic",
             FaultKind::PostgresOutage => "postgres outage",
             FaultKind::BrokerOutage => "broker outage",
@@ -51,6 +62,20 @@ struct Outcome {
     kind: FaultKind,
     detail: String,
     result: Result<(), String>,
+    /// Kill to first commit of the restarted process, per restart.
+    recoveries: Vec<Duration>,
+}
+
+/// Kills `serve`, restarts it, and returns the new process with the time
+/// from the kill to its first committed checkpoint.
+fn kill_and_restart(mut serve: Serve) -> (Serve, Duration) {
+    serve.kill9();
+    let killed = Instant::now();
+    let cfg = serve.cfg.clone();
+    drop(serve);
+    let mut serve = Serve::spawn(cfg);
+    let took = serve.wait_first_commit(killed, DRAIN);
+    (serve, took)
 }
 
 /// Waits until a checkpoint covering `fraction` of the run committed, then
@@ -85,14 +110,36 @@ fn run_trial(services: &mut Services, seed: u64, kind: FaultKind, events: u64) -
             panic_actor = Some(actor);
             format!("{actor} panics on message {at}")
         }
+        FaultKind::StartupKill => "during start-up".to_owned(),
         _ => format!("after {:.0}% committed", fraction * 100.0),
     };
-    let mut serve = Serve::start(cfg);
+    let mut recoveries = Vec::new();
+    let mut serve = if kind == FaultKind::StartupKill {
+        Serve::spawn(cfg)
+    } else {
+        Serve::start(cfg)
+    };
     match kind {
         FaultKind::Kill9 => {
             reach(&mut serve, &mut rng, events, fraction);
-            serve.kill9();
-            serve = serve.restart();
+            let (restarted, took) = kill_and_restart(serve);
+            serve = restarted;
+            recoveries.push(took);
+        }
+        FaultKind::MultiKill => {
+            reach(&mut serve, &mut rng, events, fraction);
+            for _ in 0..rng.random_range(2..=3) {
+                let (restarted, took) = kill_and_restart(serve);
+                serve = restarted;
+                recoveries.push(took);
+                std::thread::sleep(Duration::from_millis(rng.random_range(0..1_500)));
+            }
+        }
+        FaultKind::StartupKill => {
+            std::thread::sleep(Duration::from_millis(rng.random_range(10..1_500)));
+            let (restarted, took) = kill_and_restart(serve);
+            serve = restarted;
+            recoveries.push(took);
         }
         FaultKind::Panic => {}
         FaultKind::PostgresOutage => {
@@ -109,6 +156,9 @@ fn run_trial(services: &mut Services, seed: u64, kind: FaultKind, events: u64) -
         }
     }
     let mut result = check_truth(&mut serve, &expected, DRAIN);
+    if let (Ok(()), Some(slow)) = (&result, recoveries.iter().find(|t| **t > RESUME_WITHIN)) {
+        result = Err(format!("a restart took {slow:?} to commit again"));
+    }
     if let (Ok(()), Some(actor)) = (&result, panic_actor) {
         let series = format!("streamstats_actor_restarts_total{{actor=\"{actor}\"}}");
         let restarts = serve.metric(&series);
@@ -127,31 +177,42 @@ fn run_trial(services: &mut Services, seed: u64, kind: FaultKind, events: u64) -
         kind,
         detail,
         result,
+        recoveries,
+    }
+}
+
+fn recovery_range(outcomes: &[&Outcome]) -> String {
+    let all: Vec<Duration> = outcomes.iter().flat_map(|o| o.recoveries.clone()).collect();
+    match (all.iter().min(), all.iter().max()) {
+        (Some(lo), Some(hi)) => format!("{:.2}–{:.2} s", lo.as_secs_f64(), hi.as_secs_f64()),
+        _ => "-".to_owned(),
     }
 }
 
 fn summary(outcomes: &[Outcome]) -> String {
     let mut out = vec![format!(
-        "{:<16} {:>6} {:>12}",
-        "fault", "trials", "differences"
+        "{:<18} {:>6} {:>12} {:>9} {:>16}",
+        "fault", "trials", "differences", "restarts", "recovery"
     )];
-    for kind in KINDS {
-        let of_kind: Vec<&Outcome> = outcomes.iter().filter(|o| o.kind == kind).collect();
+    let row = |name: String, of_kind: Vec<&Outcome>| {
         let failed = of_kind.iter().filter(|o| o.result.is_err()).count();
-        out.push(format!(
-            "{:<16} {:>6} {:>12}",
-            kind.to_string(),
+        let restarts: usize = of_kind.iter().map(|o| o.recoveries.len()).sum();
+        format!(
+            "{:<18} {:>6} {:>12} {:>9} {:>16}",
+            name,
             of_kind.len(),
-            failed
+            failed,
+            restarts,
+            recovery_range(&of_kind)
+        )
+    };
+    for kind in KINDS {
+        out.push(row(
+            kind.to_string(),
+            outcomes.iter().filter(|o| o.kind == kind).collect(),
         ));
     }
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    out.push(format!(
-        "{:<16} {:>6} {:>12}",
-        "total",
-        outcomes.len(),
-        failed
-    ));
+    out.push(row("total".to_owned(), outcomes.iter().collect()));
     out.join("\n")
 }
 
@@ -198,8 +259,13 @@ fn fault_campaign() {
         let kind = KINDS[rng.random_range(0..KINDS.len())];
         let seed = rng.random();
         let outcome = run_trial(&mut services, seed, kind, events);
+        let recoveries: Vec<String> = outcome
+            .recoveries
+            .iter()
+            .map(|t| format!("{:.2}s", t.as_secs_f64()))
+            .collect();
         println!(
-            "trial {:>3}: {:<16} {:<32} {}",
+            "trial {:>3}: {:<18} {:<32} {:<9} recovery {}",
             n + 1,
             kind.to_string(),
             outcome.detail,
@@ -207,6 +273,11 @@ fn fault_campaign() {
                 "identical"
             } else {
                 "DIFFERENT"
+            },
+            if recoveries.is_empty() {
+                "-".to_owned()
+            } else {
+                recoveries.join(" ")
             }
         );
         outcomes.push(outcome);

@@ -8,7 +8,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use harness::{Broker, Scenario};
 use rdkafka::Message;
 use streamstats_actors::event::Event;
@@ -16,10 +16,13 @@ use streamstats_actors::truth::Truth;
 
 const PARTITIONS: i32 = 3;
 
-/// Every message of `topic`, per partition, in log order: (key, payload).
-fn consume_all(broker: &Broker, topic: &str, total: u64) -> BTreeMap<i32, Vec<(String, Vec<u8>)>> {
+/// One consumed message: key, payload, log timestamp.
+type Logged = (String, Vec<u8>, Option<DateTime<Utc>>);
+
+/// Every message of `topic`, per partition, in log order.
+fn consume_all(broker: &Broker, topic: &str, total: u64) -> BTreeMap<i32, Vec<Logged>> {
     let consumer = broker.consumer_from_start(topic, PARTITIONS);
-    let mut log: BTreeMap<i32, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    let mut log: BTreeMap<i32, Vec<Logged>> = BTreeMap::new();
     let mut seen = 0u64;
     harness::wait_for("every produced message", Duration::from_secs(120), || {
         while let Some(result) = consumer.poll(Duration::from_millis(100)) {
@@ -31,7 +34,11 @@ fn consume_all(broker: &Broker, topic: &str, total: u64) -> BTreeMap<i32, Vec<(S
                 "gapless log"
             );
             let key = String::from_utf8(m.key().expect("keyed").to_vec()).expect("utf-8 key");
-            entries.push((key, m.payload().unwrap_or_default().to_vec()));
+            let at = m
+                .timestamp()
+                .to_millis()
+                .and_then(DateTime::<Utc>::from_timestamp_millis);
+            entries.push((key, m.payload().unwrap_or_default().to_vec(), at));
             seen += 1;
         }
         (seen >= total).then_some(())
@@ -65,7 +72,7 @@ fn generated_run_round_trips_through_the_broker_to_the_same_truth() {
     let mut consumed_by_key: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
     let mut partition_of: BTreeMap<&str, i32> = BTreeMap::new();
     for (partition, entries) in &log {
-        for (key, payload) in entries {
+        for (key, payload, _) in entries {
             consumed_by_key.entry(key).or_default().push(payload);
             assert_eq!(*partition_of.entry(key).or_insert(*partition), *partition);
         }
@@ -80,11 +87,12 @@ fn generated_run_round_trips_through_the_broker_to_the_same_truth() {
         }
     }
 
-    // Ground truth recomputed from the broker's log equals the generator's.
+    // Ground truth recomputed from the broker's log (keys and message
+    // timestamps included) equals the generator's.
     let mut truth = Truth::new(TimeDelta::seconds(scenario.allowed_lateness_secs), now);
     for entries in log.values() {
-        for (_, payload) in entries {
-            truth.observe(payload);
+        for (key, payload, at) in entries {
+            truth.observe_message(Some(key.as_bytes()), payload, *at);
         }
     }
     assert_eq!(truth.finish(), expected);

@@ -20,8 +20,10 @@ fn two_processes_split_the_partitions_and_hand_over_when_one_leaves() {
     let topic = services.broker.create_topic("scale", PARTITIONS);
     let db = services.postgres.create_database("scale");
     let expected = Scenario::with_trouble(EVENTS).produce(&services.broker, &topic, PARTITIONS);
-    let first_cfg = ServeConfig::new(&db, &services.broker, &topic);
-    let mut second_cfg = ServeConfig::new(&db, &services.broker, &topic);
+    let first_cfg =
+        ServeConfig::new(&db, &services.broker, &topic).with_env("KAFKA_ASSIGNMENT", "group");
+    let mut second_cfg =
+        ServeConfig::new(&db, &services.broker, &topic).with_env("KAFKA_ASSIGNMENT", "group");
     second_cfg.group_id = first_cfg.group_id.clone();
     let mut first = Serve::start(first_cfg);
     let mut second = Serve::start(second_cfg);

@@ -2,27 +2,36 @@
 //! barrier protocol that makes its parts describe one instant.
 //!
 //! Barrier protocol. The consumer actor is the only sender of event batches
-//! to the window actors, and an actix mailbox is FIFO per sender. To
-//! checkpoint, the consumer (1) copies its next offset per partition and
-//! takes its dead letters, (2) sends a `Barrier` to every window actor that
-//! received events (or must be idle-finalized) since the last barrier. Each
+//! to the window actors, and an actix mailbox is FIFO. To checkpoint, the
+//! consumer, in one synchronous step of its handler, (1) copies its next
+//! offset per partition and takes its dead letters, and (2) enqueues a
+//! `Barrier` (with `do_send`, which never defers) in the mailbox of every
+//! window actor that received events (or must be idle-finalized) since the
+//! last barrier. No batch can be dispatched between (1) and (2), so each
 //! window actor answers after applying every batch sent before the barrier
-//! and none after it, so its changes and snapshot match the copied offsets
-//! exactly. (3) The writer commits rows, states, snapshots, dead letters and
-//! offsets in one transaction; (4) only then are the offsets committed to
-//! Kafka, for lag tools. At most one checkpoint is in flight; a failed
-//! commit is retried as is (it is still a consistent cut), and any actor
-//! failure rolls the whole pipeline back to the last committed checkpoint.
+//! and none after it: its changes match the copied offsets exactly. The
+//! barrier carries its partition's copied next offset and the window actor
+//! refuses to answer if it applied an offset at or past it
+//! ([`BarrierError::Overtaken`]), so a broken ordering cannot commit.
+//! (3) The writer commits rows, stream states with the restore increments,
+//! dead letters and offsets in one transaction; (4) only then are the
+//! offsets committed to Kafka, for lag tools. At most one checkpoint is in
+//! flight ([`Phase`]); a failed commit is retried as is (it is still a
+//! consistent cut), and any actor failure rolls the whole pipeline back to
+//! the last committed checkpoint.
 //!
 //! Fencing within the process: every checkpoint carries the consumer's
-//! assignment epoch; a rebalance or restart bumps the epoch before state is
-//! reloaded, and the writer refuses a checkpoint of an older epoch, under
-//! the same lock the reload takes.
+//! assignment epoch; a rebalance, claim or restart bumps the epoch (under
+//! the lock the writer commits under) before state is reloaded, and the
+//! writer refuses a checkpoint of an older epoch.
 
 use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
 
 use crate::event::RejectReason;
-use crate::window::{StreamStateRow, WindowRow};
+use crate::window::{Changes, StreamStateRow, StreamWindows, WindowRow};
 
 /// A rejected message with its provenance, bound for `dead_letters`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,15 +50,45 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
 }
 
-/// One stream's serialised window model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// The stream.
-    pub stream_id: String,
+/// One stream's state row and what a restore needs besides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// The public `stream_state` row.
+    pub state: StreamStateRow,
     /// The partition the stream's events come from.
     pub partition: i32,
-    /// [`crate::window::StreamWindows`] as JSON.
-    pub state: serde_json::Value,
+    /// The stream's watermark.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Windows it holds open (restored on assignment when non-zero).
+    pub open_windows: usize,
+}
+
+/// Two columns of text, for set-based (`unnest`) writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamUsers {
+    /// Stream ids.
+    pub streams: Vec<String>,
+    /// User ids, one per stream id.
+    pub users: Vec<String>,
+}
+
+/// The presence-set and chatter increments of one checkpoint, as columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Increments {
+    /// Streams whose stored presence set is emptied first.
+    pub viewers_cleared: Vec<String>,
+    /// Viewers to remove from the stored sets.
+    pub viewers_removed: StreamUsers,
+    /// Viewers to add to the stored sets.
+    pub viewers_added: StreamUsers,
+    /// New distinct chatters of open windows (with `chatter_windows`).
+    pub chatters_added: StreamUsers,
+    /// Window start of each entry of `chatters_added`.
+    pub chatter_windows: Vec<DateTime<Utc>>,
+    /// Streams of windows that became final (with `closed_windows`).
+    pub closed_streams: Vec<String>,
+    /// Starts of the windows that became final: their chatters go.
+    pub closed_windows: Vec<DateTime<Utc>>,
 }
 
 /// Everything one checkpoint transaction writes.
@@ -63,18 +102,78 @@ pub struct Checkpoint {
     pub group_id: String,
     /// Topic of the offsets and dead letters.
     pub topic: String,
+    /// Every partition the checkpoint's owner holds (its claim is refreshed).
+    pub partitions: Vec<i32>,
     /// Next offset to read, per partition.
     pub offsets: BTreeMap<i32, i64>,
     /// Window rows to upsert.
     pub rows: Vec<WindowRow>,
-    /// `stream_state` rows to upsert.
-    pub states: Vec<StreamStateRow>,
-    /// Window-model snapshots to upsert.
-    pub snapshots: Vec<Snapshot>,
+    /// `stream_state` rows (with the restore columns) to upsert.
+    pub streams: Vec<StreamRecord>,
+    /// Presence-set and chatter increments.
+    pub increments: Increments,
     /// Dead letters to insert.
     pub dead_letters: Vec<DeadLetter>,
     /// Events covered since the previous checkpoint (for metrics).
     pub events: u64,
+}
+
+impl Checkpoint {
+    /// Rows the transaction writes or deletes, for the size metric.
+    pub fn row_count(&self) -> usize {
+        let inc = &self.increments;
+        self.rows.len()
+            + self.streams.len()
+            + inc.viewers_cleared.len()
+            + inc.viewers_removed.streams.len()
+            + inc.viewers_added.streams.len()
+            + inc.chatters_added.streams.len()
+            + inc.closed_streams.len()
+            + self.dead_letters.len()
+            + self.offsets.len()
+    }
+
+    /// Adds one stream's changes (its partition given) to the checkpoint.
+    pub fn add(&mut self, partition: i32, changes: Changes) {
+        let stream_id = match &changes.state {
+            Some(state) => state.stream_id.clone(),
+            None => match changes.rows.first() {
+                Some(row) => row.stream_id.clone(),
+                None => return,
+            },
+        };
+        self.rows.extend(changes.rows);
+        if let Some(state) = changes.state {
+            self.streams.push(StreamRecord {
+                state,
+                partition,
+                watermark: changes.watermark,
+                open_windows: changes.open_windows,
+            });
+        }
+        let inc = &mut self.increments;
+        let viewers = changes.viewers;
+        if viewers.cleared {
+            inc.viewers_cleared.push(stream_id.clone());
+        }
+        for user in viewers.removed {
+            inc.viewers_removed.streams.push(stream_id.clone());
+            inc.viewers_removed.users.push(user);
+        }
+        for user in viewers.added {
+            inc.viewers_added.streams.push(stream_id.clone());
+            inc.viewers_added.users.push(user);
+        }
+        for (start, user) in changes.chatters {
+            inc.chatters_added.streams.push(stream_id.clone());
+            inc.chatters_added.users.push(user);
+            inc.chatter_windows.push(start);
+        }
+        for start in changes.closed {
+            inc.closed_streams.push(stream_id.clone());
+            inc.closed_windows.push(start);
+        }
+    }
 }
 
 /// What a partition assignment restores from Postgres.
@@ -82,13 +181,139 @@ pub struct Checkpoint {
 pub struct Restored {
     /// Stored next offset per partition (absent: never checkpointed).
     pub offsets: BTreeMap<i32, i64>,
-    /// Snapshots of the streams of the assigned partitions.
-    pub snapshots: Vec<Snapshot>,
+    /// The streams of the assigned partitions that hold open windows, with
+    /// their partitions; the others are restored on their next event.
+    pub streams: Vec<(i32, StreamWindows)>,
+}
+
+/// Why a window actor could not answer a barrier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BarrierError {
+    /// The actor failed earlier; its state is not trusted.
+    #[error("the window actor of stream {stream_id} failed earlier")]
+    Failed {
+        /// The stream.
+        stream_id: String,
+    },
+    /// The actor panicked while answering.
+    #[error("the window actor of stream {stream_id} panicked at the barrier: {reason}")]
+    Panicked {
+        /// The stream.
+        stream_id: String,
+        /// The panic message.
+        reason: String,
+    },
+    /// The actor applied an event at or past the barrier's copied offset:
+    /// its changes would cover events the stored offsets do not.
+    #[error("stream {stream_id} applied offset {applied} of partition {partition} before a barrier at next offset {next_offset}")]
+    Overtaken {
+        /// The stream.
+        stream_id: String,
+        /// The stream's partition.
+        partition: i32,
+        /// The highest offset the actor applied.
+        applied: i64,
+        /// The next offset the barrier copied.
+        next_offset: i64,
+    },
+    /// The actor stopped before answering.
+    #[error("the window actor of stream {stream_id} is gone")]
+    Gone {
+        /// The stream.
+        stream_id: String,
+    },
+}
+
+/// Where one incarnation's checkpoint cycle is. At most one checkpoint is
+/// in flight; a shutdown waits for it, then writes a final one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// No checkpoint in flight.
+    #[default]
+    Idle,
+    /// A checkpoint is being collected or written.
+    InFlight,
+    /// One is in flight and shutdown was requested: the final one follows.
+    InFlightThenShutdown,
+    /// The final checkpoint is in flight; shutdown completes when it ends.
+    Final,
+}
+
+/// What the consumer does after a [`Phase`] transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing now.
+    Wait,
+    /// Take a barrier and write a checkpoint (`final_one`: the last one).
+    Start {
+        /// The shutdown's final checkpoint.
+        final_one: bool,
+    },
+    /// The final checkpoint is done: leave the group and answer the shutdown.
+    Finish,
+}
+
+impl Phase {
+    /// A periodic (or load-triggered) checkpoint is due.
+    pub fn due(&mut self) -> Step {
+        match self {
+            Phase::Idle => {
+                *self = Phase::InFlight;
+                Step::Start { final_one: false }
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    /// Shutdown was requested.
+    pub fn shutdown(&mut self) -> Step {
+        match self {
+            Phase::Idle => {
+                *self = Phase::Final;
+                Step::Start { final_one: true }
+            }
+            Phase::InFlight => {
+                *self = Phase::InFlightThenShutdown;
+                Step::Wait
+            }
+            Phase::InFlightThenShutdown | Phase::Final => Step::Wait,
+        }
+    }
+
+    /// The checkpoint in flight ended: `committed`, or abandoned because
+    /// its epoch is over (nothing of it was written).
+    pub fn ended(&mut self, committed: bool) -> Step {
+        match self {
+            Phase::Idle | Phase::InFlight => {
+                *self = Phase::Idle;
+                Step::Wait
+            }
+            Phase::InFlightThenShutdown => {
+                *self = Phase::Final;
+                Step::Start { final_one: true }
+            }
+            Phase::Final if committed => Step::Finish,
+            Phase::Final => Step::Start { final_one: true },
+        }
+    }
+
+    /// True once shutdown was requested: consumption stops.
+    pub fn shutting_down(self) -> bool {
+        matches!(self, Phase::InFlightThenShutdown | Phase::Final)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
 }
 
 /// In-process fencing between checkpoints and state reloads (see the module
-/// header): the writer commits and a reload reads under `lock`, and a
-/// checkpoint whose epoch is not the current one is refused.
+/// header): the writer commits under `lock`, and a reload starts a new
+/// epoch under it, so a checkpoint of an older epoch is refused from then
+/// on. The lock is held only for the commit and the epoch bump, never
+/// across a reload or a retry.
 #[derive(Debug, Default)]
 pub struct Fence {
     lock: std::sync::Mutex<()>,
@@ -113,5 +338,42 @@ impl Fence {
     /// Starts a new epoch; checkpoints of older ones are refused from now on.
     pub fn bump(&self) -> u64 {
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_checkpoint_in_flight_and_shutdown_waits_for_it() {
+        let mut phase = Phase::default();
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.due(), Step::Wait, "one in flight at most");
+        assert_eq!(phase.shutdown(), Step::Wait);
+        assert!(phase.shutting_down());
+        assert_eq!(phase.due(), Step::Wait);
+        assert_eq!(phase.ended(true), Step::Start { final_one: true });
+        assert_eq!(phase, Phase::Final);
+        assert_eq!(phase.ended(true), Step::Finish);
+    }
+
+    #[test]
+    fn an_abandoned_final_checkpoint_is_taken_again() {
+        let mut phase = Phase::default();
+        assert_eq!(phase.shutdown(), Step::Start { final_one: true });
+        assert_eq!(phase.ended(false), Step::Start { final_one: true });
+        assert_eq!(phase.ended(true), Step::Finish);
+    }
+
+    #[test]
+    fn a_periodic_checkpoint_returns_to_idle() {
+        let mut phase = Phase::default();
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.ended(false), Step::Wait);
+        assert_eq!(phase, Phase::Idle);
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.ended(true), Step::Wait);
+        assert!(!phase.shutting_down());
     }
 }

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use chrono::TimeDelta;
+
+use crate::supervise::ActorKind;
+
 /// Where to start a partition that has no stored offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetReset {
@@ -11,6 +15,18 @@ pub enum OffsetReset {
     Latest,
 }
 
+/// How the consumer gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignmentMode {
+    /// Take every partition of the topic without joining a consumer group
+    /// (a single instance; `partition_owners` leases fence any other).
+    /// Restarts resume at once on any broker.
+    SelfAssign,
+    /// Join the consumer group and let the broker split the partitions
+    /// between instances (scale-out).
+    Group,
+}
+
 /// Settings of the consumer, window and writer actors.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -18,8 +34,20 @@ pub struct PipelineConfig {
     pub brokers: String,
     /// The events topic.
     pub topic: String,
-    /// Consumer group; also the key of the stored offsets.
+    /// Consumer group; also the key of the stored offsets and snapshots.
     pub group_id: String,
+    /// How partitions are assigned.
+    pub assignment: AssignmentMode,
+    /// Stable name of this instance across restarts (host and HTTP port by
+    /// default): a restarted instance takes its own partitions back at once.
+    pub instance_id: String,
+    /// How long a self-assigned instance's claim on the partitions lasts
+    /// without a checkpoint refreshing it; another instance waits that long.
+    pub owner_lease: Duration,
+    /// Static group membership (`group.instance.id`), where the broker honours it.
+    pub group_instance_id: Option<String>,
+    /// How far an event time may lie ahead of its message timestamp.
+    pub max_future_skew: TimeDelta,
     /// How far behind a stream's latest event time a window stays open.
     pub allowed_lateness: Duration,
     /// Wall time without events after which a caught-up stream's watermark
@@ -45,6 +73,11 @@ impl PipelineConfig {
             brokers: brokers.into(),
             topic: topic.into(),
             group_id: "streamstats".into(),
+            assignment: AssignmentMode::SelfAssign,
+            instance_id: "streamstats".into(),
+            owner_lease: Duration::from_secs(10),
+            group_instance_id: None,
+            max_future_skew: crate::event::DEFAULT_MAX_FUTURE_SKEW,
             allowed_lateness: Duration::from_secs(600),
             idle_finalize: Duration::from_secs(30),
             checkpoint_interval: Duration::from_secs(1),
@@ -61,20 +94,9 @@ impl PipelineConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultPlan {
     /// The actor kind that panics: `consumer`, `window` or `writer`.
-    pub actor: FaultTarget,
+    pub actor: ActorKind,
     /// The message number at which it panics.
     pub at_message: u64,
-}
-
-/// Actor kinds a [`FaultPlan`] can target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultTarget {
-    /// The consumer's poll batches.
-    Consumer,
-    /// Any window actor's event batches.
-    Window,
-    /// The writer's checkpoints.
-    Writer,
 }
 
 impl std::str::FromStr for FaultPlan {
@@ -85,12 +107,7 @@ impl std::str::FromStr for FaultPlan {
         let (actor, n) = s
             .split_once(':')
             .ok_or_else(|| format!("{s:?} is not actor:N (e.g. window:120)"))?;
-        let actor = match actor {
-            "consumer" => FaultTarget::Consumer,
-            "window" => FaultTarget::Window,
-            "writer" => FaultTarget::Writer,
-            other => return Err(format!("{other:?} is not consumer, window or writer")),
-        };
+        let actor: ActorKind = actor.parse()?;
         let at_message = n
             .parse::<u64>()
             .ok()

@@ -24,8 +24,9 @@ pub const MAX_ID_CHARS: usize = 256;
 pub const MAX_AMOUNT_CENTS: i64 = 100_000_000_000;
 /// Largest `message_len` accepted.
 pub const MAX_MESSAGE_LEN: i64 = u32::MAX as i64;
-/// How far ahead of the consumer's clock an event time may be.
-pub const MAX_FUTURE_SKEW: TimeDelta = TimeDelta::days(1);
+/// Default of `MAX_FUTURE_SKEW`: how far an event time may lie ahead of
+/// its Kafka message timestamp (the log's clock, not the consumer's).
+pub const DEFAULT_MAX_FUTURE_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 /// A valid event, as the window model consumes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +90,13 @@ pub enum RejectReason {
     UnknownEventType,
     /// `ts` is not RFC 3339 with an offset.
     InvalidTimestamp,
-    /// `ts` is before 1970 or more than [`MAX_FUTURE_SKEW`] ahead.
+    /// `ts` is before 1970 or more than `MAX_FUTURE_SKEW` ahead of the
+    /// message's log timestamp.
     TimestampOutOfRange,
-    /// An id is empty or too long.
+    /// An id is empty, too long, or holds a NUL (which Postgres text cannot store).
     InvalidId,
+    /// The message key is not the event's `stream_id` (SPEC §2).
+    KeyMismatch,
     /// `message_len` is negative or absurd.
     InvalidMessageLen,
     /// `amount_usd` is negative, has more than two decimals, or is absurd.
@@ -103,7 +107,7 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, for metric initialisation and reports.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::TooLarge,
         RejectReason::InvalidUtf8,
         RejectReason::InvalidJson,
@@ -115,6 +119,7 @@ impl RejectReason {
         RejectReason::InvalidId,
         RejectReason::InvalidMessageLen,
         RejectReason::InvalidAmount,
+        RejectReason::KeyMismatch,
         RejectReason::Late,
     ];
 
@@ -132,6 +137,7 @@ impl RejectReason {
             RejectReason::InvalidId => "invalid_id",
             RejectReason::InvalidMessageLen => "invalid_message_len",
             RejectReason::InvalidAmount => "invalid_amount",
+            RejectReason::KeyMismatch => "key_mismatch",
             RejectReason::Late => "late",
         }
     }
@@ -195,9 +201,45 @@ struct Wire<'a> {
 }
 
 impl Event {
-    /// Parses one Kafka message payload. `now` bounds how far in the future
-    /// an event time may lie ([`MAX_FUTURE_SKEW`]).
-    pub fn parse(payload: &[u8], now: DateTime<Utc>) -> Result<Event, Rejection> {
+    /// Parses one payload whose log timestamp is `log_time`, with the
+    /// default future-skew bound ([`DEFAULT_MAX_FUTURE_SKEW`]).
+    pub fn parse(payload: &[u8], log_time: DateTime<Utc>) -> Result<Event, Rejection> {
+        Event::parse_bounded(payload, Some(log_time), DEFAULT_MAX_FUTURE_SKEW)
+    }
+
+    /// Parses one Kafka message: the payload by the contract, then the key,
+    /// which must be the event's `stream_id`. `log_time` is the message's
+    /// timestamp; an event time more than `max_future_skew` after it is
+    /// rejected. Judged against the log, so a replay classifies every
+    /// message the same way.
+    pub fn from_message(
+        key: Option<&[u8]>,
+        payload: &[u8],
+        log_time: Option<DateTime<Utc>>,
+        max_future_skew: TimeDelta,
+    ) -> Result<Event, Rejection> {
+        let event = Event::parse_bounded(payload, log_time, max_future_skew)?;
+        if key != Some(event.stream_id.as_bytes()) {
+            let shown = key.map(String::from_utf8_lossy);
+            return Err(reject(
+                RejectReason::KeyMismatch,
+                format!(
+                    "message key {:?} is not the event's stream_id {:?}",
+                    shown.as_deref().map(truncate),
+                    truncate(&event.stream_id)
+                ),
+            ));
+        }
+        Ok(event)
+    }
+
+    /// Parses one payload. Without a `log_time` (a file has no log clock)
+    /// only the lower bound of `ts` is checked.
+    pub fn parse_bounded(
+        payload: &[u8],
+        log_time: Option<DateTime<Utc>>,
+        max_future_skew: TimeDelta,
+    ) -> Result<Event, Rejection> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(reject(
                 RejectReason::TooLarge,
@@ -223,7 +265,7 @@ impl Event {
             required("event_id", wire.event_id)?,
             MAX_ID_CHARS,
         )?;
-        let ts = timestamp(required("ts", wire.ts)?, now)?;
+        let ts = timestamp(required("ts", wire.ts)?, log_time, max_future_skew)?;
         let event_type = string_field("event_type", required("event_type", wire.event_type)?)?;
         let stream_id = id_field(
             "stream_id",
@@ -281,10 +323,20 @@ fn id_field(name: &str, raw: &RawValue, max_chars: usize) -> Result<String, Reje
             format!("{name} must be 1 to {max_chars} characters, got {chars}"),
         ));
     }
+    if value.contains('\0') {
+        return Err(reject(
+            RejectReason::InvalidId,
+            format!("{name} contains a NUL character, which Postgres text cannot store"),
+        ));
+    }
     Ok(value)
 }
 
-fn timestamp(raw: &RawValue, now: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
+fn timestamp(
+    raw: &RawValue,
+    log_time: Option<DateTime<Utc>>,
+    max_future_skew: TimeDelta,
+) -> Result<DateTime<Utc>, Rejection> {
     let text = string_field("ts", raw)?;
     let ts = DateTime::parse_from_rfc3339(&text)
         .map_err(|e| {
@@ -294,11 +346,24 @@ fn timestamp(raw: &RawValue, now: DateTime<Utc>) -> Result<DateTime<Utc>, Reject
             )
         })?
         .with_timezone(&Utc);
-    if ts < DateTime::UNIX_EPOCH || ts > now + MAX_FUTURE_SKEW {
+    if ts < DateTime::UNIX_EPOCH {
         return Err(reject(
             RejectReason::TimestampOutOfRange,
-            format!("ts {text:?} is before 1970 or more than a day ahead of {now}"),
+            format!("ts {:?} is before 1970", truncate(&text)),
         ));
+    }
+    if let Some(log_time) = log_time {
+        if ts - log_time > max_future_skew {
+            return Err(reject(
+                RejectReason::TimestampOutOfRange,
+                format!(
+                    "ts {:?} is more than {}s ahead of the message timestamp {}",
+                    truncate(&text),
+                    max_future_skew.num_seconds(),
+                    log_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+            ));
+        }
     }
     Ok(ts)
 }
@@ -432,7 +497,7 @@ mod tests {
         );
         for ts in [
             "1969-12-31T23:59:59Z",
-            "2026-01-02T00:00:01Z",
+            "2026-01-01T00:05:01Z",
             "9999-12-31T23:59:59Z",
         ] {
             let json = format!(
@@ -679,6 +744,67 @@ mod tests {
         );
         let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_PAYLOAD_BYTES));
         assert_eq!(reason(&huge), RejectReason::TooLarge);
+    }
+
+    #[test]
+    fn future_skew_is_judged_against_the_log_time() {
+        let at = |ts: &str| {
+            format!(r#"{{"event_id":"e","ts":"{ts}","event_type":"stream_start","stream_id":"s"}}"#)
+        };
+        let skew = TimeDelta::minutes(5);
+        let log = Some(now());
+        let ok = at("2026-01-01T00:05:00Z");
+        assert!(Event::parse_bounded(ok.as_bytes(), log, skew).is_ok());
+        let ahead = at("2026-01-01T00:05:00.001Z");
+        assert_eq!(
+            Event::parse_bounded(ahead.as_bytes(), log, skew)
+                .expect_err("ahead of the log")
+                .reason,
+            RejectReason::TimestampOutOfRange
+        );
+        // The same message a day later in the log is fine: only the log counts.
+        let later = Some(now() + TimeDelta::days(1));
+        assert!(Event::parse_bounded(ahead.as_bytes(), later, skew).is_ok());
+        // Without a log clock (a file), only the 1970 bound applies.
+        assert!(Event::parse_bounded(at("9999-01-01T00:00:00Z").as_bytes(), None, skew).is_ok());
+    }
+
+    #[test]
+    fn ids_with_nul_are_rejected() {
+        let stream = r#"{"event_id":"e","ts":"2025-12-20T18:34:38Z","event_type":"stream_start","stream_id":"a\u0000b"}"#;
+        let rejection = parse(stream).expect_err("NUL in stream_id");
+        assert_eq!(rejection.reason, RejectReason::InvalidId);
+        assert!(
+            !rejection.detail.contains('\0'),
+            "the detail is storable text"
+        );
+        let user = r#"{"event_id":"e","ts":"2025-12-20T18:34:38Z","event_type":"viewer_join","stream_id":"s","user_id":"\u0000"}"#;
+        assert_eq!(reason(user), RejectReason::InvalidId);
+        let event = r#"{"event_id":"\u0000","ts":"2025-12-20T18:34:38Z","event_type":"stream_start","stream_id":"s"}"#;
+        assert_eq!(reason(event), RejectReason::InvalidId);
+    }
+
+    #[test]
+    fn the_key_must_be_the_stream_id() {
+        let json = br#"{"event_id":"e","ts":"2025-12-20T18:34:38Z","event_type":"stream_start","stream_id":"s1"}"#;
+        let skew = DEFAULT_MAX_FUTURE_SKEW;
+        assert!(Event::from_message(Some(b"s1"), json, Some(now()), skew).is_ok());
+        for key in [Some(b"s2".as_slice()), Some(b"".as_slice()), None] {
+            assert_eq!(
+                Event::from_message(key, json, Some(now()), skew)
+                    .expect_err("wrong key")
+                    .reason,
+                RejectReason::KeyMismatch,
+                "{key:?}"
+            );
+        }
+        // A payload that breaks the contract keeps its own reason.
+        assert_eq!(
+            Event::from_message(Some(b"s2"), b"nope", Some(now()), skew)
+                .expect_err("not JSON")
+                .reason,
+            RejectReason::InvalidJson
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct GeneratorConfig {
     pub seed: u64,
     /// Number of distinct stream ids (`stream-0` …).
     pub streams: u32,
+    /// Zipf exponent of stream sizes: 0 draws streams uniformly; 1 or more
+    /// gives a few huge streams (`stream-0` the largest) and a long tail.
+    pub stream_skew: f64,
     /// Number of distinct user ids (`user-0` …).
     pub users: u32,
     /// Source of event times.
@@ -66,22 +69,26 @@ pub struct Generator {
     seq: u64,
     truth: Truth,
     repeat: Option<Message>,
+    /// Cumulative stream weights when `stream_skew` > 0.
+    stream_cdf: Vec<f64>,
 }
 
 /// Malformed payload shapes, each violating one rule of SPEC §2.
-const MALFORMED_KINDS: u32 = 10;
+const MALFORMED_KINDS: u32 = 13;
 
 impl Generator {
     /// A generator; `now` is the consumer clock its ground truth assumes.
     pub fn new(cfg: GeneratorConfig, now: DateTime<Utc>) -> Self {
         let rng = Pcg64::seed_from_u64(cfg.seed);
         let truth = Truth::new(cfg.allowed_lateness, now);
+        let stream_cdf = zipf_cdf(cfg.streams, cfg.stream_skew);
         Generator {
             cfg,
             rng,
             seq: 0,
             truth,
             repeat: None,
+            stream_cdf,
         }
     }
 
@@ -97,7 +104,8 @@ impl Generator {
                 msg
             }
         };
-        self.truth.observe(&msg.payload);
+        self.truth
+            .observe_message(Some(msg.key.as_bytes()), &msg.payload, Some(wall));
         msg
     }
 
@@ -115,15 +123,18 @@ impl Generator {
             }
             Clock::Live => wall,
         };
-        let stream = format!(
-            "stream-{}",
-            self.rng.random_range(0..self.cfg.streams.max(1))
-        );
+        let stream = format!("stream-{}", self.draw_stream());
         if self.rng.random_bool(self.cfg.malformed) {
             let kind = self.rng.random_range(0..MALFORMED_KINDS);
+            // A valid event under another stream's key (SPEC §2 key_mismatch).
+            let key = if kind == KEY_MISMATCH {
+                format!("{stream}-elsewhere")
+            } else {
+                stream.clone()
+            };
             return Message {
                 payload: malformed(kind, seq, &stream, now),
-                key: stream,
+                key,
             };
         }
         let ts = self.event_time(&stream, now);
@@ -162,6 +173,16 @@ impl Generator {
         }
     }
 
+    /// The index of the next event's stream: uniform, or Zipf-distributed.
+    fn draw_stream(&mut self) -> u32 {
+        if self.stream_cdf.is_empty() {
+            return self.rng.random_range(0..self.cfg.streams.max(1));
+        }
+        let x: f64 = self.rng.random();
+        let i = self.stream_cdf.partition_point(|c| *c < x);
+        u32::try_from(i.min(self.stream_cdf.len() - 1)).unwrap_or(0)
+    }
+
     /// The event time for the next valid event of `stream`.
     fn event_time(&mut self, stream: &str, now: DateTime<Utc>) -> DateTime<Utc> {
         let roll: f64 = self.rng.random();
@@ -180,6 +201,24 @@ impl Generator {
     }
 }
 
+/// Normalised cumulative weights `1/(i+1)^s` of `n` streams; empty for `s` = 0.
+fn zipf_cdf(n: u32, s: f64) -> Vec<f64> {
+    if s <= 0.0 || n <= 1 {
+        return Vec::new();
+    }
+    let mut acc = 0.0;
+    let mut cdf: Vec<f64> = (0..n)
+        .map(|i| {
+            acc += 1.0 / f64::from(i + 1).powf(s);
+            acc
+        })
+        .collect();
+    for c in &mut cdf {
+        *c /= acc;
+    }
+    cdf
+}
+
 /// RFC 3339 in the spellings producers use: `Z`, the seed's `+00:00` with
 /// microseconds, and a non-UTC offset.
 fn spell(ts: DateTime<Utc>, seq: u64) -> String {
@@ -194,7 +233,11 @@ fn spell(ts: DateTime<Utc>, seq: u64) -> String {
     }
 }
 
-/// A payload that breaks one rule of the contract.
+/// The malformed kind whose payload is valid but whose key is not its stream.
+const KEY_MISMATCH: u32 = 10;
+
+/// A payload that breaks one rule of the contract (with its key, for
+/// [`KEY_MISMATCH`]).
 fn malformed(kind: u32, seq: u64, stream: &str, now: DateTime<Utc>) -> Vec<u8> {
     let ts = now.to_rfc3339_opts(SecondsFormat::Millis, true);
     let head = format!(r#""event_id":"bad-{seq}","ts":"{ts}""#);
@@ -216,6 +259,20 @@ fn malformed(kind: u32, seq: u64, stream: &str, now: DateTime<Utc>) -> Vec<u8> {
         8 => format!(
             r#"{{"event_id":"bad-{seq}","ts":"2025-13-45T99:00:00Z","event_type":"stream_start","stream_id":"{stream}"}}"#
         ),
+        KEY_MISMATCH => format!(r#"{{{head},"event_type":"stream_start","stream_id":"{stream}"}}"#),
+        // A NUL in an id: valid JSON that Postgres text cannot hold.
+        11 => format!(
+            r#"{{{head},"event_type":"viewer_join","stream_id":"{stream}","user_id":"u\u0000"}}"#
+        ),
+        // A clock far ahead of the message's log timestamp (a century, so
+        // the payload stays deterministic under the virtual clock).
+        12 => {
+            let ahead =
+                (now + TimeDelta::days(36_525)).to_rfc3339_opts(SecondsFormat::Millis, true);
+            format!(
+                r#"{{"event_id":"bad-{seq}","ts":"{ahead}","event_type":"stream_start","stream_id":"{stream}"}}"#
+            )
+        }
         _ => format!(r#"[{head}]"#),
     };
     text.into_bytes()
@@ -229,6 +286,7 @@ mod tests {
         GeneratorConfig {
             seed,
             streams: 5,
+            stream_skew: 0.0,
             users: 20,
             clock: Clock::Virtual {
                 start: DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z")
@@ -291,12 +349,38 @@ mod tests {
     }
 
     #[test]
+    fn skewed_streams_have_a_head_and_a_tail() {
+        let mut c = cfg(3);
+        c.streams = 1_000;
+        c.stream_skew = 1.1;
+        c.malformed = 0.0;
+        let now = Utc::now();
+        let mut g = Generator::new(c, now);
+        let mut counts = std::collections::HashMap::<String, u32>::new();
+        for _ in 0..50_000 {
+            *counts.entry(g.next_message(now).key).or_default() += 1;
+        }
+        let head = counts.get("stream-0").copied().unwrap_or(0);
+        let median_tail = counts.get("stream-500").copied().unwrap_or(0);
+        assert!(head > 5_000, "the largest stream gets a big share: {head}");
+        assert!(median_tail < 50, "the tail is thin: {median_tail}");
+        assert!(counts.len() > 500, "the tail is long: {}", counts.len());
+    }
+
+    #[test]
     fn every_malformed_kind_is_rejected() {
         let now = Utc::now();
         for kind in 0..MALFORMED_KINDS {
             let payload = malformed(kind, 1, "s", now);
+            let key: &[u8] = if kind == KEY_MISMATCH { b"t" } else { b"s" };
             assert!(
-                crate::event::Event::parse(&payload, now).is_err(),
+                crate::event::Event::from_message(
+                    Some(key),
+                    &payload,
+                    Some(now),
+                    crate::event::DEFAULT_MAX_FUTURE_SKEW
+                )
+                .is_err(),
                 "kind {kind}"
             );
         }

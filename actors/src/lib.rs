@@ -4,7 +4,8 @@
 //! dead letters) → one [`window_actor`] per stream running the pure
 //! [`window`] model (minute windows, watermark, presence set) → [`writer`]
 //! → Postgres ([`store`]). Delivery is exactly once: each [`checkpoint`] is
-//! one transaction holding result rows, model snapshots, dead letters and
+//! one transaction holding result rows, the window state (stored
+//! incrementally), dead letters and
 //! the next offset of every partition, taken at a barrier so they describe
 //! the same instant; restarts resume from it. [`supervise`] turns failures
 //! into rollbacks. [`generator`] produces deterministic events and

@@ -3,7 +3,7 @@
 use actix::Message;
 use chrono::{DateTime, Utc};
 
-use crate::checkpoint::{Checkpoint, DeadLetter, Snapshot};
+use crate::checkpoint::{BarrierError, Checkpoint, DeadLetter};
 use crate::event::Event;
 use crate::window::Changes;
 
@@ -27,22 +27,29 @@ pub struct Envelope {
 #[rtype(result = "()")]
 pub struct EventBatch(pub Vec<Envelope>);
 
-/// Checkpoint barrier: reply with everything changed since the last one,
-/// after first moving the watermark to `idle_watermark` if given.
+/// Checkpoint barrier: answer on `reply` with everything changed since the
+/// last one, after first moving the watermark to `idle_watermark` if given.
+/// Sent with `do_send` in the step that copies the offsets (see
+/// `crate::checkpoint`), so it is in the mailbox before any later batch.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<BarrierReply, String>")]
+#[rtype(result = "()")]
 pub struct Barrier {
     /// Wall-clock watermark for an idle stream of a caught-up partition.
     pub idle_watermark: Option<DateTime<Utc>>,
+    /// The copied next offset of the stream's partition: every event the
+    /// actor applied must lie before it.
+    pub next_offset: Option<i64>,
+    /// Where the answer goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<BarrierReply, BarrierError>>,
 }
 
 /// A window actor's part of a checkpoint.
 #[derive(Debug, Default)]
 pub struct BarrierReply {
-    /// Rows and state changed since the previous barrier.
+    /// The stream's partition.
+    pub partition: i32,
+    /// Rows, state and restore increments since the previous barrier.
     pub changes: Changes,
-    /// The stream's model, when it changed.
-    pub snapshot: Option<Snapshot>,
     /// Late events since the previous barrier.
     pub late: Vec<DeadLetter>,
     /// Windows the stream holds open.

@@ -12,12 +12,41 @@ use prometheus::{
 };
 
 use crate::event::RejectReason;
+use crate::supervise::ActorKind;
 
-/// The actor kinds counted by `streamstats_actor_restarts_total`.
-pub const ACTOR_KINDS: [&str; 3] = ["consumer", "window", "writer"];
+/// How a checkpoint attempt ended: the `outcome` label of
+/// `streamstats_checkpoints_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointOutcome {
+    /// The transaction committed.
+    Committed,
+    /// The database was unavailable; the same checkpoint is retried.
+    Failed,
+    /// Another owner holds a partition; the incarnation starts over.
+    Fenced,
+    /// The database is up but refused the checkpoint's data: a defect.
+    Refused,
+}
 
-/// Checkpoint outcomes counted by `streamstats_checkpoints_total`.
-pub const CHECKPOINT_OUTCOMES: [&str; 3] = ["committed", "failed", "fenced"];
+impl CheckpointOutcome {
+    /// Every outcome, for metric initialisation.
+    pub const ALL: [CheckpointOutcome; 4] = [
+        CheckpointOutcome::Committed,
+        CheckpointOutcome::Failed,
+        CheckpointOutcome::Fenced,
+        CheckpointOutcome::Refused,
+    ];
+
+    /// The stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointOutcome::Committed => "committed",
+            CheckpointOutcome::Failed => "failed",
+            CheckpointOutcome::Fenced => "fenced",
+            CheckpointOutcome::Refused => "refused",
+        }
+    }
+}
 
 /// The pipeline's metrics; cheap to clone (shared handles).
 #[derive(Clone)]
@@ -46,6 +75,12 @@ pub struct Metrics {
     pub actor_restarts: IntCounterVec,
     /// Live per-stream window actors.
     pub window_actors: IntGauge,
+    /// Streams looked up in Postgres on their first event in memory.
+    pub streams_restored: IntCounter,
+    /// Window actors stopped because their stream held nothing open.
+    pub streams_evicted: IntCounter,
+    /// Rows written by committed checkpoints (window, state and increment rows).
+    pub checkpoint_rows: Histogram,
     /// Events handed to window actors but not yet in a committed checkpoint.
     pub uncommitted_events: IntGauge,
     /// 1 while consumption is paused because uncommitted work hit its bound.
@@ -130,6 +165,23 @@ impl Metrics {
                 "streamstats_window_actors",
                 "Live per-stream window actors.",
             )),
+            streams_restored: must(IntCounter::new(
+                "streamstats_streams_restored_total",
+                "Streams looked up in Postgres when their first event found them out of memory.",
+            )),
+            streams_evicted: must(IntCounter::new(
+                "streamstats_streams_evicted_total",
+                "Window actors stopped because their stream held no open window.",
+            )),
+            checkpoint_rows: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "streamstats_checkpoint_rows",
+                    "Rows written by one checkpoint transaction (results, states, increments, dead letters).",
+                )
+                .buckets(vec![
+                    1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0,
+                ]),
+            )),
             uncommitted_events: must(IntGauge::new(
                 "streamstats_uncommitted_events",
                 "Events consumed but not yet in a committed checkpoint.",
@@ -166,6 +218,9 @@ impl Metrics {
         registry.register(Box::new(m.windows_finalized.clone()))?;
         registry.register(Box::new(m.actor_restarts.clone()))?;
         registry.register(Box::new(m.window_actors.clone()))?;
+        registry.register(Box::new(m.streams_restored.clone()))?;
+        registry.register(Box::new(m.streams_evicted.clone()))?;
+        registry.register(Box::new(m.checkpoint_rows.clone()))?;
         registry.register(Box::new(m.uncommitted_events.clone()))?;
         registry.register(Box::new(m.consumer_paused.clone()))?;
         registry.register(Box::new(m.retention_rows_removed.clone()))?;
@@ -174,11 +229,11 @@ impl Metrics {
         for reason in RejectReason::ALL {
             m.events_rejected.with_label_values(&[reason.as_str()]);
         }
-        for outcome in CHECKPOINT_OUTCOMES {
-            m.checkpoints.with_label_values(&[outcome]);
+        for outcome in CheckpointOutcome::ALL {
+            m.checkpoints.with_label_values(&[outcome.as_str()]);
         }
-        for actor in ACTOR_KINDS {
-            m.actor_restarts.with_label_values(&[actor]);
+        for actor in ActorKind::ALL {
+            m.actor_restarts.with_label_values(&[actor.as_str()]);
         }
         for table in crate::store::retention::TABLES {
             m.retention_rows_removed.with_label_values(&[table]);
@@ -190,6 +245,20 @@ impl Metrics {
     /// Metrics on a private registry, for tests and tools.
     pub fn unregistered() -> Metrics {
         must(Metrics::register(&Registry::new()))
+    }
+
+    /// Counts one checkpoint attempt by how it ended.
+    pub fn checkpoint_outcome(&self, outcome: CheckpointOutcome) {
+        self.checkpoints
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    /// Counts one restart of an actor of `kind`.
+    pub fn actor_restarted(&self, kind: ActorKind) {
+        self.actor_restarts
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// Records a committed checkpoint at `unix_ms`.

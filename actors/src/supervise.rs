@@ -11,7 +11,50 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{FaultPlan, FaultTarget};
+use crate::config::FaultPlan;
+
+/// The kinds of long-lived actor: the `actor` label of
+/// `streamstats_actor_restarts_total` and the targets of fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    /// The consumer (its poll batches).
+    Consumer,
+    /// A per-stream window actor (its event batches).
+    Window,
+    /// The writer (its checkpoints).
+    Writer,
+}
+
+impl ActorKind {
+    /// Every kind, for metric initialisation.
+    pub const ALL: [ActorKind; 3] = [ActorKind::Consumer, ActorKind::Window, ActorKind::Writer];
+
+    /// The stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Consumer => "consumer",
+            ActorKind::Window => "window",
+            ActorKind::Writer => "writer",
+        }
+    }
+}
+
+impl std::fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ActorKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ActorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not consumer, window or writer"))
+    }
+}
 
 /// Runs `f`, returning the panic message instead of unwinding.
 pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
@@ -68,7 +111,7 @@ impl Faults {
     }
 
     /// Counts `n` messages of `target` and panics if the planned one is among them.
-    pub fn tick(&self, target: FaultTarget, n: u64) {
+    pub fn tick(&self, target: ActorKind, n: u64) {
         let Some(plan) = self.plan else { return };
         if plan.actor != target || n == 0 {
             return;
@@ -110,13 +153,13 @@ mod tests {
     #[test]
     fn faults_fire_once_at_the_planned_message() {
         let faults = Faults::new(Some(FaultPlan {
-            actor: FaultTarget::Window,
+            actor: ActorKind::Window,
             at_message: 5,
         }));
-        faults.tick(FaultTarget::Writer, 10);
-        faults.tick(FaultTarget::Window, 4);
-        assert!(catch(|| faults.tick(FaultTarget::Window, 3)).is_err());
-        assert!(catch(|| faults.tick(FaultTarget::Window, 100)).is_ok());
-        assert!(catch(|| Faults::new(None).tick(FaultTarget::Window, 1)).is_ok());
+        faults.tick(ActorKind::Writer, 10);
+        faults.tick(ActorKind::Window, 4);
+        assert!(catch(|| faults.tick(ActorKind::Window, 3)).is_err());
+        assert!(catch(|| faults.tick(ActorKind::Window, 100)).is_ok());
+        assert!(catch(|| Faults::new(None).tick(ActorKind::Window, 1)).is_ok());
     }
 }

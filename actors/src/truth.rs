@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, RejectReason};
+use crate::event::{Event, RejectReason, DEFAULT_MAX_FUTURE_SKEW};
 use crate::window::{Applied, StreamStateRow, StreamWindows, WindowRow};
 
 /// The expected final content of the result tables.
@@ -58,7 +58,7 @@ pub struct Truth {
 }
 
 impl Truth {
-    /// `now` is the consumer's clock for the future-timestamp bound.
+    /// `now` is the log time assumed by [`Truth::observe`], which has none.
     pub fn new(allowed_lateness: TimeDelta, now: DateTime<Utc>) -> Self {
         Truth {
             allowed_lateness,
@@ -76,10 +76,29 @@ impl Truth {
         self.streams.get(stream_id).and_then(|s| s.watermark())
     }
 
-    /// Observes one message payload, in its partition's log order.
+    /// Observes one payload, in its partition's log order, as a message
+    /// keyed by its own `stream_id` and stamped `now` by the log.
     pub fn observe(&mut self, payload: &[u8]) -> Observed {
         self.messages += 1;
-        let event = match Event::parse(payload, self.now) {
+        let parsed = Event::parse(payload, self.now);
+        self.apply(parsed)
+    }
+
+    /// Observes one Kafka message (key, payload, log timestamp), in its
+    /// partition's log order, with every check the consumer makes.
+    pub fn observe_message(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        log_time: Option<DateTime<Utc>>,
+    ) -> Observed {
+        self.messages += 1;
+        let parsed = Event::from_message(key, payload, log_time, DEFAULT_MAX_FUTURE_SKEW);
+        self.apply(parsed)
+    }
+
+    fn apply(&mut self, parsed: Result<Event, crate::event::Rejection>) -> Observed {
+        let event = match parsed {
             Ok(event) => event,
             Err(rejection) => return self.reject(rejection.reason),
         };

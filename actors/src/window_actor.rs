@@ -2,18 +2,18 @@
 //!
 //! Delivery: it applies the batches the consumer sends, in mailbox order,
 //! and hands its changes over only at a checkpoint barrier, so everything
-//! it reports is covered by the offsets of the same checkpoint. Its state is
-//! never trusted after a panic: the failure is reported and the pipeline
-//! rolls back to the last committed checkpoint.
+//! it reports is covered by the offsets of the same checkpoint; it refuses
+//! a barrier that arrives after an event at or past the barrier's offset.
+//! Its state is never trusted after a panic: the failure is reported and
+//! the pipeline rolls back to the last committed checkpoint.
 
 use actix::{Actor, ActorContext, Context, Handler, Recipient};
 use chrono::TimeDelta;
 
-use crate::checkpoint::{DeadLetter, Snapshot};
-use crate::config::FaultTarget;
+use crate::checkpoint::{BarrierError, DeadLetter};
 use crate::event::RejectReason;
 use crate::messages::{Barrier, BarrierReply, EventBatch, WindowFailed};
-use crate::supervise::{catch, Faults};
+use crate::supervise::{catch, ActorKind, Faults};
 use crate::window::{Applied, StreamWindows};
 
 /// The actor owning one stream's [`StreamWindows`].
@@ -22,6 +22,8 @@ pub struct WindowActor {
     partition: i32,
     allowed_lateness: TimeDelta,
     late: Vec<DeadLetter>,
+    /// Highest offset applied (late events included) by this actor.
+    applied_up_to: Option<i64>,
     epoch: u64,
     on_failure: Recipient<WindowFailed>,
     faults: Faults,
@@ -43,6 +45,7 @@ impl WindowActor {
             partition,
             allowed_lateness,
             late: Vec::new(),
+            applied_up_to: None,
             epoch,
             on_failure,
             faults,
@@ -59,6 +62,39 @@ impl WindowActor {
         });
         ctx.stop();
     }
+
+    /// Everything changed since the previous barrier, or why not.
+    fn answer(&mut self, barrier: &Barrier) -> Result<BarrierReply, BarrierError> {
+        let stream_id = || self.model.stream_id().to_owned();
+        if self.failed {
+            return Err(BarrierError::Failed {
+                stream_id: stream_id(),
+            });
+        }
+        if let (Some(applied), Some(next_offset)) = (self.applied_up_to, barrier.next_offset) {
+            if applied >= next_offset {
+                return Err(BarrierError::Overtaken {
+                    stream_id: stream_id(),
+                    partition: self.partition,
+                    applied,
+                    next_offset,
+                });
+            }
+        }
+        if let Some(wm) = barrier.idle_watermark {
+            self.model.advance_watermark(wm);
+        }
+        let changes = self.model.take_changes();
+        let finalized = changes.rows.iter().filter(|r| r.is_final).count() as u64;
+        Ok(BarrierReply {
+            partition: self.partition,
+            changes,
+            late: std::mem::take(&mut self.late),
+            open_windows: self.model.open_windows(),
+            watermark: self.model.watermark(),
+            finalized,
+        })
+    }
 }
 
 impl Actor for WindowActor {
@@ -73,8 +109,9 @@ impl Handler<EventBatch> for WindowActor {
             return;
         }
         let result = catch(|| {
-            self.faults.tick(FaultTarget::Window, 1);
+            self.faults.tick(ActorKind::Window, 1);
             for env in batch.0 {
+                self.applied_up_to = self.applied_up_to.max(Some(env.offset));
                 if self.model.apply(&env.event, self.allowed_lateness) == Applied::Late {
                     self.late.push(DeadLetter {
                         partition: env.partition,
@@ -99,41 +136,122 @@ impl Handler<EventBatch> for WindowActor {
 }
 
 impl Handler<Barrier> for WindowActor {
-    type Result = Result<BarrierReply, String>;
+    type Result = ();
 
-    fn handle(&mut self, barrier: Barrier, ctx: &mut Context<Self>) -> Self::Result {
-        if self.failed {
-            return Err(format!("window actor of {} failed", self.model.stream_id()));
+    fn handle(&mut self, barrier: Barrier, ctx: &mut Context<Self>) {
+        let answer = match catch(|| self.answer(&barrier)) {
+            Ok(answer) => answer,
+            Err(reason) => {
+                let stream_id = self.model.stream_id().to_owned();
+                self.fail(reason.clone(), ctx);
+                Err(BarrierError::Panicked { stream_id, reason })
+            }
+        };
+        // The consumer may have moved on (restart); nobody to tell then.
+        let _ = barrier.reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::messages::Envelope;
+    use chrono::{DateTime, Utc};
+
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<WindowFailed> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: WindowFailed, _: &mut Context<Self>) {}
+    }
+
+    fn envelope(offset: i64) -> Envelope {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        let payload = br#"{"event_id":"e","ts":"2025-12-31T23:59:00Z","event_type":"stream_start","stream_id":"s"}"#;
+        Envelope {
+            event: Event::parse(payload, now).expect("valid event"),
+            partition: 0,
+            offset,
+            payload: payload.to_vec(),
+            key: Some(b"s".to_vec()),
         }
-        let result = catch(|| {
-            if let Some(wm) = barrier.idle_watermark {
-                self.model.advance_watermark(wm);
-            }
-            let changes = self.model.take_changes();
-            let finalized = changes.rows.iter().filter(|r| r.is_final).count() as u64;
-            let snapshot = if changes.is_empty() {
-                None
-            } else {
-                let state =
-                    serde_json::to_value(&self.model).expect("the window model serialises to JSON");
-                Some(Snapshot {
-                    stream_id: self.model.stream_id().to_owned(),
-                    partition: self.partition,
-                    state,
-                })
-            };
-            BarrierReply {
-                changes,
-                snapshot,
-                late: std::mem::take(&mut self.late),
-                open_windows: self.model.open_windows(),
-                watermark: self.model.watermark(),
-                finalized,
-            }
+    }
+
+    async fn barrier(
+        addr: &actix::Addr<WindowActor>,
+        next_offset: i64,
+    ) -> Result<BarrierReply, BarrierError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        addr.do_send(Barrier {
+            idle_watermark: None,
+            next_offset: Some(next_offset),
+            reply,
         });
-        if let Err(reason) = &result {
-            self.fail(reason.clone(), ctx);
-        }
-        result
+        answer.await.expect("the window actor answers")
+    }
+
+    #[actix_rt::test]
+    async fn a_barrier_overtaken_by_a_later_offset_is_refused() {
+        let sink = Sink.start().recipient();
+        let model = StreamWindows::new("s");
+        let addr =
+            WindowActor::new(model, 0, TimeDelta::minutes(10), 1, sink, Faults::default()).start();
+        addr.do_send(EventBatch(vec![envelope(5), envelope(6)]));
+        let reply = barrier(&addr, 7)
+            .await
+            .expect("offsets 5 and 6 lie before 7");
+        assert_eq!(reply.changes.rows.len(), 1);
+        assert!(reply.changes.state.is_some(), "applied events are stored");
+        let quiet = barrier(&addr, 7).await.expect("nothing new");
+        assert!(quiet.changes.is_empty(), "nothing moved since the last one");
+        addr.do_send(EventBatch(vec![envelope(7)]));
+        assert_eq!(
+            barrier(&addr, 7)
+                .await
+                .expect_err("offset 7 is not before 7"),
+            BarrierError::Overtaken {
+                stream_id: "s".into(),
+                partition: 0,
+                applied: 7,
+                next_offset: 7,
+            }
+        );
+    }
+
+    #[actix_rt::test]
+    async fn an_idle_watermark_advance_is_snapshotted() {
+        let sink = Sink.start().recipient();
+        let addr = WindowActor::new(
+            StreamWindows::new("s"),
+            0,
+            TimeDelta::minutes(10),
+            1,
+            sink,
+            Faults::default(),
+        )
+        .start();
+        addr.do_send(EventBatch(vec![envelope(0)]));
+        barrier(&addr, 1).await.expect("answers");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let wm = DateTime::parse_from_rfc3339("2025-12-31T23:59:30Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        addr.do_send(Barrier {
+            idle_watermark: Some(wm),
+            next_offset: Some(1),
+            reply,
+        });
+        let reply = answer.await.expect("answers").expect("no error");
+        assert!(
+            reply.changes.state.is_some(),
+            "a watermark that moved without events must survive a restart"
+        );
+        assert_eq!(reply.changes.watermark, Some(wm));
+        assert_eq!(reply.watermark, Some(wm));
     }
 }

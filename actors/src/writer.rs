@@ -2,8 +2,11 @@
 //! `SyncArbiter` thread so blocking diesel work never runs on an async one.
 //!
 //! Delivery: a checkpoint is all-or-nothing. Success means rows, states,
-//! snapshots, dead letters and offsets are durable together; any error
+//! restore increments, dead letters and offsets are durable together; any error
 //! means none of it is, and the same checkpoint may be retried as is.
+//! Errors are told apart: the database unavailable (retry), the data
+//! refused by a database that is up (a defect: retrying cannot help), the
+//! partitions owned by someone else (fenced).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,18 +15,23 @@ use actix::{Actor, ActorContext, Handler, SyncContext};
 use chrono::Utc;
 
 use crate::checkpoint::Fence;
-use crate::config::FaultTarget;
 use crate::messages::WriteCheckpoint;
 use crate::metrics::Metrics;
 use crate::store::{self, Pool, StoreError};
-use crate::supervise::{catch, Faults};
+use crate::supervise::{catch, ActorKind, Faults};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::RunQueryDsl;
 
 /// Why a checkpoint was not committed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
-    /// The database refused or could not be reached; retry the same checkpoint.
+    /// The database could not be reached or gave up; retry the same checkpoint.
     #[error("checkpoint not committed: {0}")]
     Database(String),
+    /// The database is up and refused the checkpoint's data (a constraint
+    /// or a value it cannot store): retrying the same data cannot succeed.
+    #[error("checkpoint refused by the database: {0}")]
+    Refused(String),
     /// The checkpoint's partitions were reassigned; drop it.
     #[error("checkpoint of epoch {checkpoint} fenced off (epoch {current}): {reason}")]
     Fenced {
@@ -77,12 +85,38 @@ impl WriterActor {
                 current,
                 reason,
             },
+            StoreError::Query(DieselError::DatabaseError(kind, info))
+                if refused_data(kind, &mut conn) =>
+            {
+                WriteError::Refused(info.message().to_owned())
+            }
             other => WriteError::Database(other.to_string()),
         })?;
         self.metrics
             .checkpoint_duration
             .observe(started.elapsed().as_secs_f64());
+        self.metrics.checkpoint_rows.observe(cp.row_count() as f64);
         Ok(())
+    }
+}
+
+/// True when an error of `kind` came from a database that is up and
+/// answering: integrity violations (SQLSTATE class 23) always; any other
+/// server error (class 22, data exceptions, has no kind of its own) when
+/// the same connection still answers a trivial query afterwards.
+fn refused_data(kind: DatabaseErrorKind, conn: &mut store::PooledConn) -> bool {
+    match kind {
+        DatabaseErrorKind::UniqueViolation
+        | DatabaseErrorKind::ForeignKeyViolation
+        | DatabaseErrorKind::NotNullViolation
+        | DatabaseErrorKind::CheckViolation
+        | DatabaseErrorKind::RestrictViolation
+        | DatabaseErrorKind::ExclusionViolation => true,
+        DatabaseErrorKind::Unknown => {
+            let conn: &mut diesel::PgConnection = conn;
+            diesel::sql_query("SELECT 1").execute(conn).is_ok()
+        }
+        _ => false,
     }
 }
 
@@ -95,7 +129,7 @@ impl Handler<WriteCheckpoint> for WriterActor {
 
     fn handle(&mut self, msg: WriteCheckpoint, ctx: &mut SyncContext<Self>) -> Self::Result {
         match catch(|| {
-            self.faults.tick(FaultTarget::Writer, 1);
+            self.faults.tick(ActorKind::Writer, 1);
             self.commit(&msg)
         }) {
             Ok(result) => result,

@@ -4,7 +4,9 @@
 
 mod answer;
 mod cache;
+mod dashboard;
 mod db;
+mod dead_letters;
 mod errors;
 mod health;
 mod json;
@@ -103,6 +105,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/streams", web::get().to(streams::list))
         .route("/streams/top", web::get().to(streams::top))
         .route("/streams/{id}/minutes", web::get().to(streams::minutes))
+        .route("/dead_letters", web::get().to(dead_letters::recent))
         .route("/prometheus", web::get().to(prometheus_route::prometheus))
+        .route("/", web::get().to(dashboard::index))
+        .route("/assets/{name}", web::get().to(dashboard::asset))
         .default_service(web::to(errors::not_found));
 }

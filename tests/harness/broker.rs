@@ -146,9 +146,29 @@ impl Broker {
         consumer
     }
 
+    /// Produces event payloads keyed by their own `stream_id`, as the
+    /// contract requires (`k` for payloads without one).
+    pub fn produce_events(&self, topic: &str, payloads: &[Vec<u8>]) {
+        let key_of = |p: &[u8]| -> Vec<u8> {
+            serde_json::from_slice::<serde_json::Value>(p)
+                .ok()
+                .and_then(|v| v.get("stream_id")?.as_str().map(|s| s.as_bytes().to_vec()))
+                .unwrap_or_else(|| b"k".to_vec())
+        };
+        self.produce_records(topic, payloads.iter().map(|p| (key_of(p), p)));
+    }
+
     /// Produces `payloads` with `key` through an idempotent producer and
     /// waits until every one is acknowledged.
     pub fn produce(&self, topic: &str, key: &[u8], payloads: &[Vec<u8>]) {
+        self.produce_records(topic, payloads.iter().map(|p| (key.to_vec(), p)));
+    }
+
+    fn produce_records<'a>(
+        &self,
+        topic: &str,
+        records: impl Iterator<Item = (Vec<u8>, &'a Vec<u8>)>,
+    ) {
         let producer: ThreadedProducer<DefaultProducerContext> = self
             .client_config()
             .set("enable.idempotence", "true")
@@ -156,9 +176,9 @@ impl Broker {
             .set("message.max.bytes", "2000000")
             .create()
             .expect("producer");
-        for payload in payloads {
+        for (key, payload) in records {
             let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-                .key(key)
+                .key(key.as_slice())
                 .payload(payload.as_slice());
             loop {
                 match producer.send(record) {

@@ -14,7 +14,7 @@ mod serve;
 
 pub use broker::Broker;
 pub use postgres::Postgres;
-pub use process::memory_kib;
+pub use process::{cpu_seconds, memory_kib};
 pub use prometheus::Prometheus;
 pub use scenario::Scenario;
 pub use serve::{actual, check_truth, committed_messages, wait_for_truth, Serve, ServeConfig};

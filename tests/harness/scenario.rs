@@ -18,6 +18,8 @@ pub struct Scenario {
     pub seed: u64,
     pub count: u64,
     pub streams: u32,
+    /// Zipf exponent of stream sizes (0: uniform).
+    pub stream_skew: f64,
     pub users: u32,
     pub start: &'static str,
     pub spacing_ms: i64,
@@ -36,6 +38,7 @@ impl Scenario {
             seed: 20_251_220,
             count,
             streams: 25,
+            stream_skew: 0.0,
             users: 400,
             start: "2025-12-20T18:00:00Z",
             spacing_ms: 20,
@@ -64,6 +67,7 @@ impl Scenario {
         GeneratorConfig {
             seed: self.seed,
             streams: self.streams,
+            stream_skew: self.stream_skew,
             users: self.users,
             clock: Clock::Virtual {
                 start: self.start_time(),
@@ -107,6 +111,7 @@ impl Scenario {
                 &self.count.to_string(),
             ])
             .args(["--rate", "0"])
+            .args(["--stream-skew", &self.stream_skew.to_string()])
             .args([
                 "--streams",
                 &self.streams.to_string(),

@@ -55,6 +55,17 @@ pub struct Serve {
 impl Serve {
     /// Starts `serve` and waits until `/health` answers.
     pub fn start(cfg: ServeConfig) -> Serve {
+        let mut serve = Serve::spawn(cfg);
+        let url = serve.url("/health");
+        wait_for("serve to answer /health", Duration::from_secs(60), || {
+            serve.process.assert_running();
+            ureq::get(&url).call().ok()
+        });
+        serve
+    }
+
+    /// Starts `serve` without waiting for anything (to kill it during start-up).
+    pub fn spawn(cfg: ServeConfig) -> Serve {
         let logs = TempDir::new("streamstats-serve");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamstats"));
         cmd.arg("serve")
@@ -73,17 +84,38 @@ impl Serve {
             cmd.env(k, v);
         }
         let process = ChildProcess::spawn("streamstats serve", cmd, logs.path().join("serve.log"));
-        let mut serve = Serve {
+        Serve {
             process,
             cfg,
             _logs: logs,
-        };
-        let url = serve.url("/health");
-        wait_for("serve to answer /health", Duration::from_secs(60), || {
-            serve.process.assert_running();
-            ureq::get(&url).call().ok()
-        });
-        serve
+        }
+    }
+
+    /// Waits until this process committed a checkpoint, and returns how
+    /// long that took from `since`.
+    pub fn wait_first_commit(&mut self, since: std::time::Instant, timeout: Duration) -> Duration {
+        let series = "streamstats_checkpoints_total{outcome=\"committed\"}";
+        wait_for("the first committed checkpoint", timeout, || {
+            self.process.assert_running();
+            (self.try_metric(series).unwrap_or(0.0) >= 1.0).then(|| since.elapsed())
+        })
+    }
+
+    /// Like [`Serve::metric`], but `None` while the process does not answer.
+    pub fn try_metric(&self, series: &str) -> Option<f64> {
+        let body = ureq::get(&self.url("/prometheus"))
+            .timeout(Duration::from_millis(500))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// Starts it again with the same settings (after a stop or kill).

@@ -13,6 +13,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset};
 
+use super::RestoreError;
 use crate::checkpoint::{Fence, Restored};
 use crate::config::OffsetReset;
 use crate::pipeline::PipelineStatus;
@@ -31,13 +32,13 @@ pub enum AssignmentEvent {
         epoch: u64,
         /// Assigned partitions.
         partitions: Vec<i32>,
-        /// Offsets and snapshots read from Postgres.
+        /// Offsets and open streams read from Postgres.
         restored: Restored,
     },
     /// Every partition was revoked.
     Revoked,
     /// The assignment could not be restored; the consumer must restart.
-    Failed(String),
+    Failed(RestoreError),
 }
 
 /// The consumer's rdkafka context.
@@ -98,15 +99,17 @@ impl PipelineContext {
             .push_back(event);
     }
 
-    /// Reads offsets and snapshots, retrying while the database is down.
-    fn restore(&self, partitions: &[i32]) -> Result<Restored, String> {
+    /// Reads offsets and open streams, retrying while the database is down.
+    /// Runs without the fence lock: the epoch was bumped before, so no
+    /// checkpoint of an older one can commit meanwhile.
+    fn restore(&self, partitions: &[i32]) -> Result<Restored, store::StoreError> {
         let deadline = Instant::now() + RESTORE_PATIENCE;
         let mut delay = Duration::from_millis(100);
         loop {
             let attempt = self
                 .pool
                 .get()
-                .map_err(|e| e.to_string())
+                .map_err(store::StoreError::from)
                 .and_then(|mut conn| {
                     store::load_assignment(
                         &mut conn,
@@ -115,7 +118,6 @@ impl PipelineContext {
                         partitions,
                         &self.owner,
                     )
-                    .map_err(|e| e.to_string())
                 });
             match attempt {
                 Ok(restored) => return Ok(restored),
@@ -135,19 +137,15 @@ impl PipelineContext {
             .iter()
             .map(|e| e.partition())
             .collect();
-        // Under the fence: no checkpoint of the old epoch commits after this read.
-        let held = self.fence.lock();
-        let epoch = self.fence.bump();
-        let restored = self.restore(&partitions);
-        drop(held);
-        let restored = match restored {
+        // A new epoch first, under the fence (held for the bump only): no
+        // checkpoint of the old epoch commits after the read below.
+        let epoch = {
+            let _held = self.fence.lock();
+            self.fence.bump()
+        };
+        let restored = match self.restore(&partitions) {
             Ok(restored) => restored,
-            Err(e) => {
-                self.push(AssignmentEvent::Failed(format!(
-                    "cannot restore partitions {partitions:?} from Postgres: {e}"
-                )));
-                return;
-            }
+            Err(e) => return self.push(AssignmentEvent::Failed(e.into())),
         };
         for p in &partitions {
             let offset = match restored.offsets.get(p) {
@@ -158,23 +156,17 @@ impl PipelineContext {
                 },
             };
             if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
-                self.push(AssignmentEvent::Failed(format!(
-                    "cannot position partition {p}: {e}"
-                )));
-                return;
+                return self.push(AssignmentEvent::Failed(e.into()));
             }
         }
         if let Err(e) = consumer.assign(tpl) {
-            self.push(AssignmentEvent::Failed(format!(
-                "cannot assign {partitions:?}: {e}"
-            )));
-            return;
+            return self.push(AssignmentEvent::Failed(e.into()));
         }
         log::info!(
-            "Assigned partitions {partitions:?} of {} at stored offsets {:?} with {} stream snapshots.",
+            "Assigned partitions {partitions:?} of {} at stored offsets {:?} with {} streams holding open windows.",
             self.topic,
             restored.offsets,
-            restored.snapshots.len()
+            restored.streams.len()
         );
         self.push(AssignmentEvent::Assigned {
             epoch,
@@ -237,9 +229,9 @@ impl ConsumerContext for PipelineContext {
                 self.push(AssignmentEvent::Revoked);
             }
             other => {
-                self.push(AssignmentEvent::Failed(format!(
-                    "rebalance error: {other:?}"
-                )));
+                self.push(AssignmentEvent::Failed(RestoreError::Rebalance(format!(
+                    "{other:?}"
+                ))));
             }
         }
     }

@@ -4,23 +4,33 @@
 //!
 //! Delivery: exactly once into Postgres. Offsets are never auto-committed;
 //! the next offset of every partition is committed in the same transaction
-//! as the results it covers (see `checkpoint`), and only afterwards to Kafka
-//! for lag tools. On assignment the consumer starts at the offsets stored in
-//! Postgres. Any failure (its own panic, a window actor's, the writer's)
-//! stops it; its `Supervisor` restarts it with backoff, dropping every
-//! window actor and re-joining the group, so processing resumes from the
-//! last committed checkpoint and nothing is counted twice.
+//! as the results it covers (see `crate::checkpoint`), and only afterwards
+//! to Kafka for lag tools. Partitions start at the offsets stored in
+//! Postgres, with the window state stored beside them.
+//!
+//! State: the actor's [`Lifecycle`] holds at most one [`Incarnation`]: the
+//! Kafka client, the ownership token and epoch, the assignment, the window
+//! actors and every piece of uncommitted work. Any failure (its own panic,
+//! a window actor's, the writer's, a fenced checkpoint) stops the actor;
+//! its `Supervisor` restarts it with backoff and `restarting` drops the
+//! incarnation in one place, so processing resumes from the last committed
+//! checkpoint and nothing is counted twice.
+//!
+//! Partitions come either from self-assignment (every partition of the
+//! topic, no group membership, fenced by leases in `partition_owners`) or
+//! from the consumer group's rebalances (see [`AssignmentMode`]).
 
 mod checkpointing;
+mod claim;
 mod context;
+mod incarnation;
 mod poll;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -28,15 +38,15 @@ use tokio::sync::oneshot;
 
 pub use context::{AssignmentEvent, PipelineContext};
 
-use crate::checkpoint::{DeadLetter, Fence};
-use crate::config::{OffsetReset, PipelineConfig};
+use crate::checkpoint::{Fence, Step};
+use crate::config::{AssignmentMode, OffsetReset, PipelineConfig};
 use crate::messages::{Shutdown, WindowFailed};
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineStatus;
-use crate::store::Pool;
-use crate::supervise::{catch, Backoff, Faults};
-use crate::window_actor::WindowActor;
+use crate::store::{self, Pool};
+use crate::supervise::{catch, ActorKind, Backoff, Faults};
 use crate::writer::WriterActor;
+use incarnation::Incarnation;
 
 /// Most messages taken from librdkafka in one poll batch.
 const MAX_BATCH: usize = 5_000;
@@ -48,57 +58,93 @@ const IDLE_POLL: Duration = Duration::from_millis(10);
 #[rtype(result = "()")]
 struct Poll;
 
-/// A stream the consumer routes to.
-struct StreamEntry {
-    addr: Addr<WindowActor>,
-    /// Received events since the last barrier.
-    touched: bool,
-    /// When its last batch was handed over.
-    last_event: Instant,
-    /// The idle watermark it was last advanced to.
-    idle_to: Option<DateTime<Utc>>,
-    open_windows: usize,
-    watermark: Option<DateTime<Utc>>,
+/// Self-assignment: try to claim every partition of the topic.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Claim;
+
+/// Why the consumer gives up its incarnation (and restarts from the last
+/// committed checkpoint).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The Kafka client could not be created or subscribed.
+    #[error("cannot create the Kafka consumer: {0}")]
+    Client(#[source] KafkaError),
+    /// Partitions could not be restored from Postgres and positioned.
+    #[error("cannot restore the assignment: {0}")]
+    Restore(#[from] RestoreError),
+    /// A window actor could not answer a barrier.
+    #[error(transparent)]
+    Barrier(#[from] crate::checkpoint::BarrierError),
+    /// A window actor panicked while applying events.
+    #[error("the window actor of stream {stream_id} panicked: {reason}")]
+    WindowPanicked {
+        /// The stream.
+        stream_id: String,
+        /// The panic message.
+        reason: String,
+    },
+    /// Another consumer owns a partition this checkpoint covers.
+    #[error("checkpoint fenced off: {0}")]
+    Fenced(String),
+    /// The writer panicked or is gone.
+    #[error("the writer failed: {0}")]
+    Writer(String),
+    /// This actor panicked.
+    #[error("the consumer panicked: {0}")]
+    Panicked(String),
 }
 
-/// The consumer actor.
-pub struct ConsumerActor {
+/// Why partitions could not be taken over.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Postgres could not be read.
+    #[error("Postgres: {0}")]
+    Database(#[from] store::StoreError),
+    /// The Kafka client refused the positions or the assignment.
+    #[error("Kafka: {0}")]
+    Assign(#[from] KafkaError),
+    /// The group coordinator reported a rebalance error.
+    #[error("rebalance error: {0}")]
+    Rebalance(String),
+}
+
+/// Where the consumer is in its life.
+enum Lifecycle {
+    /// Not connected: starting, or waiting out a restart backoff.
+    Down,
+    /// Connected, with everything that belongs to this incarnation.
+    Running(Box<Incarnation>),
+    /// Postgres refused a checkpoint's data: stopped until an operator acts.
+    Halted,
+    /// The final checkpoint is written; nothing more happens.
+    Stopped,
+}
+
+/// What every incarnation shares: settings, metrics and the actors' homes.
+pub(crate) struct Env {
     cfg: PipelineConfig,
+    /// Postgres, for restores of streams not in memory.
     pool: Pool,
-    fence: Arc<Fence>,
-    writer: Addr<WriterActor>,
     metrics: Metrics,
     faults: Faults,
     status: Arc<PipelineStatus>,
     window_arbiter: ArbiterHandle,
-    backoff: Backoff,
-    start_delay: Duration,
-    self_addr: Option<Addr<ConsumerActor>>,
-    // Per incarnation: everything below is dropped on restart.
-    consumer: Option<Arc<BaseConsumer<PipelineContext>>>,
-    /// This incarnation's ownership token for `partition_owners`.
-    owner: String,
-    epoch: u64,
-    assigned: BTreeSet<i32>,
-    at_eof: BTreeSet<i32>,
-    next_offsets: BTreeMap<i32, i64>,
-    streams: HashMap<String, StreamEntry>,
-    dead_letters: Vec<DeadLetter>,
-    events_since_barrier: u64,
-    uncommitted: u64,
-    in_flight: bool,
-    shutting_down: bool,
-    final_pending: bool,
-    shutdown_reply: Option<oneshot::Sender<()>>,
-    last_kafka_commit: Option<Instant>,
+    lateness: TimeDelta,
 }
 
-/// What a poll batch ended with.
-enum PollOutcome {
-    /// Keep polling; `full` when the batch hit [`MAX_BATCH`].
-    Continue { full: bool },
-    /// The assignment could not be restored: restart.
-    Restart(String),
+/// The consumer actor.
+pub struct ConsumerActor {
+    env: Env,
+    pool: Pool,
+    fence: Arc<Fence>,
+    writer: Addr<WriterActor>,
+    backoff: Backoff,
+    start_delay: Duration,
+    lifecycle: Lifecycle,
+    /// A shutdown request, answered once the final checkpoint is written.
+    /// Survives restarts: a restart cannot lose it.
+    shutdown: Option<oneshot::Sender<()>>,
 }
 
 impl ConsumerActor {
@@ -114,64 +160,63 @@ impl ConsumerActor {
         status: Arc<PipelineStatus>,
         window_arbiter: ArbiterHandle,
     ) -> Self {
+        let lateness = TimeDelta::from_std(cfg.allowed_lateness).unwrap_or(TimeDelta::MAX);
         ConsumerActor {
-            cfg,
+            env: Env {
+                cfg,
+                pool: pool.clone(),
+                metrics,
+                faults,
+                status,
+                window_arbiter,
+                lateness,
+            },
             pool,
             fence,
             writer,
-            metrics,
-            faults,
-            status,
-            window_arbiter,
             backoff: Backoff::default(),
             start_delay: Duration::ZERO,
-            self_addr: None,
-            consumer: None,
-            owner: String::new(),
-            epoch: 0,
-            assigned: BTreeSet::new(),
-            at_eof: BTreeSet::new(),
-            next_offsets: BTreeMap::new(),
-            streams: HashMap::new(),
-            dead_letters: Vec::new(),
-            events_since_barrier: 0,
-            uncommitted: 0,
-            in_flight: false,
-            shutting_down: false,
-            final_pending: false,
-            shutdown_reply: None,
-            last_kafka_commit: None,
+            lifecycle: Lifecycle::Down,
+            shutdown: None,
         }
     }
 
-    fn lateness(&self) -> TimeDelta {
-        TimeDelta::from_std(self.cfg.allowed_lateness).unwrap_or(TimeDelta::MAX)
+    /// The running incarnation, if any.
+    fn running(&mut self) -> Option<&mut Incarnation> {
+        match &mut self.lifecycle {
+            Lifecycle::Running(inc) => Some(inc),
+            _ => None,
+        }
     }
 
-    /// Creates the rdkafka consumer and joins the group.
+    /// Creates the rdkafka client: subscribed to the topic in group mode,
+    /// or about to claim every partition in self-assignment mode.
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        self.owner = format!(
-            "{}-pid{}-{}",
-            self.cfg.group_id,
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        );
+        if !matches!(self.lifecycle, Lifecycle::Down) {
+            return;
+        }
+        let cfg = &self.env.cfg;
+        let incarnation = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let owner = store::owner_token(&cfg.instance_id, incarnation);
         let context = PipelineContext::new(
             self.pool.clone(),
             self.fence.clone(),
-            self.cfg.group_id.clone(),
-            self.cfg.topic.clone(),
-            self.cfg.offset_reset,
-            self.status.clone(),
-            self.owner.clone(),
+            cfg.group_id.clone(),
+            cfg.topic.clone(),
+            cfg.offset_reset,
+            self.env.status.clone(),
+            owner.clone(),
         );
-        let reset = match self.cfg.offset_reset {
+        let reset = match cfg.offset_reset {
             OffsetReset::Earliest => "earliest",
             OffsetReset::Latest => "latest",
         };
-        let created: Result<BaseConsumer<PipelineContext>, KafkaError> = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.brokers)
-            .set("group.id", &self.cfg.group_id)
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &cfg.brokers)
+            // Needed for the offset copies committed to Kafka in both modes;
+            // in self-assignment mode the client never joins the group.
+            .set("group.id", &cfg.group_id)
             // Offsets live in Postgres with the results; Kafka only gets a
             // copy after each database commit.
             .set("enable.auto.commit", "false")
@@ -186,47 +231,79 @@ impl ConsumerActor {
             .set("statistics.interval.ms", "1000")
             // Bound the prefetch queue: memory stays flat while paused.
             .set("queued.max.messages.kbytes", "16384")
-            // A crashed member is noticed within 30 s. Shorter sessions get
-            // expired by a busy broker (tansu under load answers heartbeats
-            // late), and every expiry is a rebalance and a state reload.
+            // Group mode: a crashed member is noticed within 30 s. Shorter
+            // sessions get expired by a busy broker (tansu under load
+            // answers heartbeats late), and every expiry is a rebalance.
             .set("session.timeout.ms", "30000")
-            .set("heartbeat.interval.ms", "3000")
-            .create_with_context(context);
-        let consumer = match created.and_then(|c| {
-            c.subscribe(&[&self.cfg.topic])?;
-            Ok(c)
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                self.fail(
-                    "consumer",
-                    format!("cannot create the Kafka consumer: {e}"),
-                    ctx,
-                );
-                return;
-            }
+            .set("heartbeat.interval.ms", "3000");
+        if let (AssignmentMode::Group, Some(id)) = (cfg.assignment, &cfg.group_instance_id) {
+            // Static membership: a restarted member with the same id takes
+            // its partitions back without waiting for the session timeout.
+            client.set("group.instance.id", id);
+        }
+        let created = client
+            .create_with_context::<_, BaseConsumer<PipelineContext>>(context)
+            .and_then(|c| {
+                if cfg.assignment == AssignmentMode::Group {
+                    c.subscribe(&[&cfg.topic])?;
+                }
+                Ok(c)
+            });
+        let client = match created {
+            Ok(c) => Arc::new(c),
+            Err(e) => return self.fail(ActorKind::Consumer, ConsumerError::Client(e), ctx),
         };
-        log::info!(
-            "Consumer joined group {} on topic {} at {}.",
-            self.cfg.group_id,
-            self.cfg.topic,
-            self.cfg.brokers
-        );
-        self.consumer = Some(Arc::new(consumer));
-        ctx.notify(Poll);
+        match cfg.assignment {
+            AssignmentMode::Group => log::info!(
+                "Consumer joined group {} on topic {} at {}.",
+                cfg.group_id,
+                cfg.topic,
+                cfg.brokers
+            ),
+            AssignmentMode::SelfAssign => log::info!(
+                "Consumer connecting to {} to take every partition of {} as instance {} (group {}).",
+                cfg.brokers,
+                cfg.topic,
+                cfg.instance_id,
+                cfg.group_id
+            ),
+        }
+        self.lifecycle = Lifecycle::Running(Box::new(Incarnation::new(client, owner)));
+        match self.env.cfg.assignment {
+            AssignmentMode::Group => ctx.notify(Poll),
+            AssignmentMode::SelfAssign => ctx.notify(Claim),
+        }
     }
 
     /// Logs the failure, counts the restart, and stops; the supervisor
     /// restarts from the last committed checkpoint.
-    fn fail(&mut self, actor: &str, reason: String, ctx: &mut Context<Self>) {
+    fn fail(&mut self, actor: ActorKind, error: ConsumerError, ctx: &mut Context<Self>) {
         log::warn!(
-            "The {actor} actor failed ({reason}); rolling back to the last committed checkpoint."
+            "The {actor} actor failed ({error}); rolling back to the last committed checkpoint."
         );
-        self.metrics
-            .actor_restarts
-            .with_label_values(&[actor])
-            .inc();
+        self.env.metrics.actor_restarted(actor);
         ctx.stop();
+    }
+
+    /// Carries out what a checkpoint-phase transition asks for.
+    fn advance(&mut self, step: Step, ctx: &mut Context<Self>) {
+        match step {
+            Step::Wait => {}
+            Step::Start { final_one } => self.begin_checkpoint(final_one, ctx),
+            Step::Finish => self.finish_shutdown(),
+        }
+    }
+
+    /// Leaves the group (dropping the client) and answers the shutdown.
+    fn finish_shutdown(&mut self) {
+        if matches!(self.lifecycle, Lifecycle::Running(_)) {
+            log::info!("Final checkpoint written; the consumer is closing.");
+        }
+        self.lifecycle = Lifecycle::Stopped;
+        self.env.status.set_assigned(0);
+        if let Some(reply) = self.shutdown.take() {
+            let _ = reply.send(());
+        }
     }
 }
 
@@ -234,10 +311,15 @@ impl Actor for ConsumerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.self_addr = Some(ctx.address());
-        ctx.run_interval(self.cfg.checkpoint_interval, |act, ctx| {
-            if !act.shutting_down {
-                act.start_checkpoint(false, ctx);
+        if self.shutdown.is_some() {
+            // Asked to stop while restarting: everything uncommitted was
+            // rolled back, so the last committed checkpoint is the final one.
+            return self.finish_shutdown();
+        }
+        ctx.run_interval(self.env.cfg.checkpoint_interval, |act, ctx| {
+            if let Some(inc) = act.running() {
+                let step = inc.phase.due();
+                act.advance(step, ctx);
             }
         });
         let delay = std::mem::take(&mut self.start_delay);
@@ -252,12 +334,15 @@ impl Actor for ConsumerActor {
 
 impl Supervised for ConsumerActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // Anything in flight belongs to the old incarnation: fence it off.
+        // Anything in flight belongs to the old incarnation: fence it off,
+        // then drop the incarnation (client, window actors, pending work).
         self.fence.bump();
-        self.consumer = None;
-        self.revoke_all();
-        self.shutting_down = false;
-        self.final_pending = false;
+        if let Lifecycle::Running(_) = self.lifecycle {
+            self.lifecycle = Lifecycle::Down;
+        }
+        self.env.status.set_assigned(0);
+        self.env.metrics.window_actors.set(0);
+        self.env.metrics.uncommitted_events.set(0);
         self.start_delay = self.backoff.next_delay();
     }
 }
@@ -266,17 +351,30 @@ impl Handler<Poll> for ConsumerActor {
     type Result = ();
 
     fn handle(&mut self, _: Poll, ctx: &mut Context<Self>) {
-        if self.shutting_down {
+        let env = &self.env;
+        let Lifecycle::Running(inc) = &mut self.lifecycle else {
+            return;
+        };
+        if inc.phase.shutting_down() {
             return;
         }
-        if self.uncommitted >= self.cfg.max_uncommitted_events {
+        if inc.pending.uncommitted >= env.cfg.max_uncommitted_events {
             return self.schedule_poll(false, ctx);
         }
-        match catch(|| self.poll_once()) {
-            Ok(PollOutcome::Continue { full }) => self.schedule_poll(full, ctx),
-            Ok(PollOutcome::Restart(reason)) => self.fail("consumer", reason, ctx),
-            Err(reason) => self.fail("consumer", reason, ctx),
+        let recipient = ctx.address().recipient();
+        match catch(|| inc.poll_batch(env, &recipient)) {
+            Ok(Ok(full)) => self.schedule_poll(full, ctx),
+            Ok(Err(e)) => self.fail(ActorKind::Consumer, e, ctx),
+            Err(reason) => self.fail(ActorKind::Consumer, ConsumerError::Panicked(reason), ctx),
         }
+    }
+}
+
+impl Handler<Claim> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Claim, ctx: &mut Context<Self>) {
+        self.claim(ctx);
     }
 }
 
@@ -284,15 +382,13 @@ impl Handler<WindowFailed> for ConsumerActor {
     type Result = ();
 
     fn handle(&mut self, msg: WindowFailed, ctx: &mut Context<Self>) {
-        if msg.epoch == self.epoch && self.consumer.is_some() {
-            self.fail(
-                "window",
-                format!(
-                    "window actor of stream {} panicked: {}",
-                    msg.stream_id, msg.reason
-                ),
-                ctx,
-            );
+        let current = self.running().is_some_and(|inc| inc.epoch == msg.epoch);
+        if current {
+            let error = ConsumerError::WindowPanicked {
+                stream_id: msg.stream_id,
+                reason: msg.reason,
+            };
+            self.fail(ActorKind::Window, error, ctx);
         }
     }
 }
@@ -302,10 +398,16 @@ impl Handler<Shutdown> for ConsumerActor {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.shutdown_reply = Some(tx);
-        self.shutting_down = true;
+        self.shutdown = Some(tx);
         log::info!("Shutting down: writing a final checkpoint.");
-        self.start_checkpoint(true, ctx);
+        match self.running() {
+            Some(inc) => {
+                let step = inc.phase.shutdown();
+                self.advance(step, ctx);
+            }
+            // Nothing uncommitted exists outside a running incarnation.
+            None => self.finish_shutdown(),
+        }
         Box::pin(async move {
             let _ = rx.await;
         })

@@ -1,16 +1,18 @@
-//! The SQL of the checkpoint transaction and of the restore on assignment.
+//! The SQL of the checkpoint transaction (ownership and restores are in
+//! `ownership`).
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::ownership::refresh_ownership;
 use super::schema::{
-    consumer_offsets as co, dead_letters as dl, partition_owners as po,
-    stream_metrics_minute as smm, stream_state as ss, window_snapshots as ws,
+    consumer_offsets as co, dead_letters as dl, stream_metrics_minute as smm, stream_state as ss,
 };
-use super::{Result, StoreError};
-use crate::checkpoint::{Checkpoint, Restored, Snapshot};
+use super::state::write_increments;
+use super::Result;
+use crate::checkpoint::Checkpoint;
 
 /// Rows per multi-row statement, well under Postgres' 65535 parameters.
 const CHUNK: usize = 2_000;
@@ -42,16 +44,10 @@ struct NewStreamState<'a> {
     active_viewers: i64,
     last_event_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = ws)]
-struct NewSnapshot<'a> {
-    stream_id: &'a str,
     topic: &'a str,
     partition: i32,
-    state: &'a serde_json::Value,
-    updated_at: DateTime<Utc>,
+    watermark: Option<DateTime<Utc>>,
+    open_windows: i32,
 }
 
 #[derive(Insertable)]
@@ -77,15 +73,23 @@ struct NewOffset<'a> {
     updated_at: DateTime<Utc>,
 }
 
-/// Writes one checkpoint in one transaction: rows, states, snapshots, dead
-/// letters, offsets. Either all of it is visible afterwards or none.
+/// Writes one checkpoint in one transaction: rows, stream states with the
+/// restore increments, dead letters, offsets. Either all of it is visible
+/// afterwards or none.
 pub fn write_checkpoint(
     conn: &mut PgConnection,
     cp: &Checkpoint,
     now: DateTime<Utc>,
 ) -> Result<()> {
     conn.transaction(|conn| {
-        check_ownership(conn, cp)?;
+        refresh_ownership(
+            conn,
+            &cp.group_id,
+            &cp.topic,
+            &cp.owner,
+            &cp.partitions,
+            now,
+        )?;
         let rows: Vec<NewWindowRow<'_>> = cp
             .rows
             .iter()
@@ -129,14 +133,18 @@ pub fn write_checkpoint(
         super::latest::upsert_latest(conn, &cp.rows, now)?;
 
         let states: Vec<NewStreamState<'_>> = cp
-            .states
+            .streams
             .iter()
             .map(|s| NewStreamState {
-                stream_id: &s.stream_id,
-                is_live: s.is_live,
-                active_viewers: s.active_viewers,
-                last_event_at: s.last_event_at,
+                stream_id: &s.state.stream_id,
+                is_live: s.state.is_live,
+                active_viewers: s.state.active_viewers,
+                last_event_at: s.state.last_event_at,
                 updated_at: now,
+                topic: &cp.topic,
+                partition: s.partition,
+                watermark: s.watermark,
+                open_windows: i32::try_from(s.open_windows).unwrap_or(i32::MAX),
             })
             .collect();
         for chunk in states.chunks(CHUNK) {
@@ -149,34 +157,14 @@ pub fn write_checkpoint(
                     ss::active_viewers.eq(excluded(ss::active_viewers)),
                     ss::last_event_at.eq(excluded(ss::last_event_at)),
                     ss::updated_at.eq(excluded(ss::updated_at)),
+                    ss::topic.eq(excluded(ss::topic)),
+                    ss::partition.eq(excluded(ss::partition)),
+                    ss::watermark.eq(excluded(ss::watermark)),
+                    ss::open_windows.eq(excluded(ss::open_windows)),
                 ))
                 .execute(conn)?;
         }
-
-        let snapshots: Vec<NewSnapshot<'_>> = cp
-            .snapshots
-            .iter()
-            .map(|s| NewSnapshot {
-                stream_id: &s.stream_id,
-                topic: &cp.topic,
-                partition: s.partition,
-                state: &s.state,
-                updated_at: now,
-            })
-            .collect();
-        for chunk in snapshots.chunks(CHUNK) {
-            diesel::insert_into(ws::table)
-                .values(chunk)
-                .on_conflict(ws::stream_id)
-                .do_update()
-                .set((
-                    ws::topic.eq(excluded(ws::topic)),
-                    ws::partition.eq(excluded(ws::partition)),
-                    ws::state.eq(excluded(ws::state)),
-                    ws::updated_at.eq(excluded(ws::updated_at)),
-                ))
-                .execute(conn)?;
-        }
+        write_increments(conn, &cp.increments)?;
 
         let letters: Vec<NewDeadLetter<'_>> = cp
             .dead_letters
@@ -221,92 +209,5 @@ pub fn write_checkpoint(
             ))
             .execute(conn)?;
         Ok(())
-    })
-}
-
-/// Refuses the checkpoint unless `cp.owner` still owns every partition it
-/// covers; the row locks hold off a concurrent claim until the commit.
-fn check_ownership(conn: &mut PgConnection, cp: &Checkpoint) -> Result<()> {
-    let partitions: Vec<i32> = cp.offsets.keys().copied().collect();
-    let owners: Vec<(i32, String)> = po::table
-        .filter(po::group_id.eq(&cp.group_id))
-        .filter(po::topic.eq(&cp.topic))
-        .filter(po::partition.eq_any(&partitions))
-        .select((po::partition, po::owner))
-        .for_update()
-        .load(conn)?;
-    for p in &partitions {
-        match owners.iter().find(|(q, _)| q == p) {
-            Some((_, owner)) if *owner == cp.owner => {}
-            Some((_, owner)) => {
-                return Err(StoreError::Fenced(format!(
-                    "partition {p} now belongs to {owner}"
-                )))
-            }
-            None => {
-                return Err(StoreError::Fenced(format!(
-                    "partition {p} was never claimed"
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Claims `partitions` for `owner` and loads their stored offsets and
-/// stream snapshots, in one transaction: from the claim on, checkpoints of
-/// any previous owner of these partitions wait for it and are then refused.
-pub fn load_assignment(
-    conn: &mut PgConnection,
-    group_id: &str,
-    topic: &str,
-    partitions: &[i32],
-    owner: &str,
-) -> Result<Restored> {
-    // READ COMMITTED on purpose: the claim may wait for the previous
-    // owner's checkpoint to commit, and the reads after it must see it.
-    conn.transaction(|conn| {
-        let now = Utc::now();
-        for p in partitions {
-            diesel::insert_into(po::table)
-                .values((
-                    po::group_id.eq(group_id),
-                    po::topic.eq(topic),
-                    po::partition.eq(*p),
-                    po::owner.eq(owner),
-                    po::generation.eq(1i64),
-                    po::updated_at.eq(now),
-                ))
-                .on_conflict((po::group_id, po::topic, po::partition))
-                .do_update()
-                .set((
-                    po::owner.eq(owner),
-                    po::generation.eq(po::generation + 1),
-                    po::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-        }
-        let offsets: Vec<(i32, i64)> = co::table
-            .filter(co::group_id.eq(group_id))
-            .filter(co::topic.eq(topic))
-            .filter(co::partition.eq_any(partitions))
-            .select((co::partition, co::next_offset))
-            .load(conn)?;
-        let snapshots: Vec<(String, i32, serde_json::Value)> = ws::table
-            .filter(ws::topic.eq(topic))
-            .filter(ws::partition.eq_any(partitions))
-            .select((ws::stream_id, ws::partition, ws::state))
-            .load(conn)?;
-        Ok(Restored {
-            offsets: offsets.into_iter().collect(),
-            snapshots: snapshots
-                .into_iter()
-                .map(|(stream_id, partition, state)| Snapshot {
-                    stream_id,
-                    partition,
-                    state,
-                })
-                .collect(),
-        })
     })
 }

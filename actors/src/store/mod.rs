@@ -6,17 +6,21 @@ pub mod schema;
 mod checkpoint;
 mod latest;
 mod migrate;
+mod ownership;
 pub mod queries;
 mod results;
 pub mod retention;
+mod state;
 
 use diesel::pg::PgConnection;
 use diesel::r2d2::ConnectionManager;
 
-pub use checkpoint::{load_assignment, write_checkpoint};
+pub use checkpoint::write_checkpoint;
 pub use latest::{rebuild_latest, upsert_latest};
 pub use migrate::{revert_all_migrations, run_migrations};
+pub use ownership::{check_group, claim_leased, load_assignment, owner_token, Claim};
 pub use results::{dead_letter_counts, load_rows, load_stream_state};
+pub use state::load_streams;
 
 /// A pool of Postgres connections.
 pub type Pool = r2d2::Pool<ConnectionManager<PgConnection>>;
@@ -36,6 +40,14 @@ pub enum StoreError {
     /// This process no longer owns a partition the checkpoint covers.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// The database holds the results of another consumer group.
+    #[error("the database holds the results of consumer group {others:?}; group {group_id:?} would overwrite them (use the same KAFKA_GROUP_ID, or another database)")]
+    OtherGroup {
+        /// The group this process runs as.
+        group_id: String,
+        /// Groups found in `consumer_offsets`.
+        others: Vec<String>,
+    },
     /// Applying or reverting migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(String),

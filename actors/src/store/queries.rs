@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::{count_star, max};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
 
 use super::schema::{stream_latest as sl, stream_metrics_minute as smm, stream_state as ss};
 use super::Result;
@@ -240,4 +240,56 @@ pub fn recent_counts(conn: &mut PgConnection, since: DateTime<Utc>) -> Result<Re
         donation_rows,
         latest_window_start: latest_window_start(conn)?,
     })
+}
+
+/// One `dead_letters` row as the API shows it, its payload cut to a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct DeadLetterRecord {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    #[diesel(sql_type = Integer)]
+    pub partition: i32,
+    #[diesel(sql_type = BigInt)]
+    pub kafka_offset: i64,
+    #[diesel(sql_type = Text)]
+    pub reason: String,
+    /// The error sentence, cut to the same number of characters.
+    #[diesel(sql_type = Text)]
+    pub error: String,
+    /// The first bytes of the raw payload (at most the `max_bytes` asked for).
+    #[diesel(sql_type = Bytea)]
+    pub payload_prefix: Vec<u8>,
+    /// Length of the whole payload in bytes.
+    #[diesel(sql_type = Integer)]
+    pub payload_bytes: i32,
+    /// The first bytes of the message key, if it had one.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub key_prefix: Option<Vec<u8>>,
+    #[diesel(sql_type = Timestamptz)]
+    pub received_at: DateTime<Utc>,
+}
+
+/// The newest dead letters (highest id first), optionally of one reason,
+/// at most `limit`, payloads and keys cut to `max_bytes` in the database so
+/// a 64 KiB payload never leaves it whole.
+pub fn recent_dead_letters(
+    conn: &mut PgConnection,
+    reason: Option<&str>,
+    limit: i64,
+    max_bytes: i32,
+) -> Result<Vec<DeadLetterRecord>> {
+    Ok(diesel::sql_query(
+        "SELECT id, topic, partition, kafka_offset, reason, left(error, $3) AS error, \
+                substring(payload FROM 1 FOR $3) AS payload_prefix, \
+                length(payload) AS payload_bytes, \
+                substring(kafka_key FROM 1 FOR $3) AS key_prefix, received_at \
+         FROM dead_letters WHERE ($1::text IS NULL OR reason = $1) \
+         ORDER BY id DESC LIMIT $2",
+    )
+    .bind::<Nullable<Text>, _>(reason)
+    .bind::<BigInt, _>(limit)
+    .bind::<Integer, _>(max_bytes)
+    .load(conn)?)
 }

@@ -12,7 +12,8 @@ use super::schema::{dead_letters, stream_metrics_minute as smm, stream_state as 
 use super::Result;
 use crate::window::{StreamStateRow, WindowRow};
 
-type RowTuple = (
+/// One `stream_metrics_minute` row as selected by [`WINDOW_ROW_COLUMNS`].
+pub(super) type WindowRowColumns = (
     DateTime<Utc>,
     String,
     i64,
@@ -27,42 +28,60 @@ type RowTuple = (
     bool,
 );
 
+/// The columns of a [`WindowRow`], in [`WindowRowColumns`] order.
+pub(super) const WINDOW_ROW_COLUMNS: (
+    smm::window_start,
+    smm::stream_id,
+    smm::active_viewers,
+    smm::events,
+    smm::viewer_joins,
+    smm::viewer_leaves,
+    smm::chat_messages,
+    smm::chat_chars,
+    smm::unique_chatters,
+    smm::donations,
+    smm::donations_cents,
+    smm::is_final,
+) = (
+    smm::window_start,
+    smm::stream_id,
+    smm::active_viewers,
+    smm::events,
+    smm::viewer_joins,
+    smm::viewer_leaves,
+    smm::chat_messages,
+    smm::chat_chars,
+    smm::unique_chatters,
+    smm::donations,
+    smm::donations_cents,
+    smm::is_final,
+);
+
+/// The window-model row of selected columns.
+pub(super) fn window_row(r: WindowRowColumns) -> WindowRow {
+    WindowRow {
+        window_start: r.0,
+        stream_id: r.1,
+        active_viewers: r.2,
+        events: r.3,
+        viewer_joins: r.4,
+        viewer_leaves: r.5,
+        chat_messages: r.6,
+        chat_chars: r.7,
+        unique_chatters: r.8,
+        donations: r.9,
+        donation_cents: r.10,
+        is_final: r.11,
+    }
+}
+
 /// Every `stream_metrics_minute` row, ordered by `(window_start, stream_id)`.
 pub fn load_rows(conn: &mut PgConnection) -> Result<Vec<WindowRow>> {
-    let rows: Vec<RowTuple> = smm::table
-        .select((
-            smm::window_start,
-            smm::stream_id,
-            smm::active_viewers,
-            smm::events,
-            smm::viewer_joins,
-            smm::viewer_leaves,
-            smm::chat_messages,
-            smm::chat_chars,
-            smm::unique_chatters,
-            smm::donations,
-            smm::donations_cents,
-            smm::is_final,
-        ))
+    let rows: Vec<WindowRowColumns> = smm::table
+        .select(WINDOW_ROW_COLUMNS)
         .order((smm::window_start, smm::stream_id))
         .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| WindowRow {
-            window_start: r.0,
-            stream_id: r.1,
-            active_viewers: r.2,
-            events: r.3,
-            viewer_joins: r.4,
-            viewer_leaves: r.5,
-            chat_messages: r.6,
-            chat_chars: r.7,
-            unique_chatters: r.8,
-            donations: r.9,
-            donation_cents: r.10,
-            is_final: r.11,
-        })
-        .collect())
+    Ok(rows.into_iter().map(window_row).collect())
 }
 
 /// Every `stream_state` row, ordered by `stream_id`.

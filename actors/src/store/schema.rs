@@ -81,16 +81,25 @@ diesel::table! {
         active_viewers -> Int8,
         last_event_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        topic -> Nullable<Text>,
+        partition -> Nullable<Int4>,
+        watermark -> Nullable<Timestamptz>,
+        open_windows -> Int4,
     }
 }
 
 diesel::table! {
-    window_snapshots (stream_id) {
+    stream_viewers (stream_id, user_id) {
         stream_id -> Text,
-        topic -> Text,
-        partition -> Int4,
-        state -> Jsonb,
-        updated_at -> Timestamptz,
+        user_id -> Text,
+    }
+}
+
+diesel::table! {
+    window_chatters (stream_id, window_start, user_id) {
+        stream_id -> Text,
+        window_start -> Timestamptz,
+        user_id -> Text,
     }
 }
 
@@ -101,5 +110,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     stream_latest,
     stream_metrics_minute,
     stream_state,
-    window_snapshots,
+    stream_viewers,
+    window_chatters,
 );

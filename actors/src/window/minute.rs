@@ -1,7 +1,7 @@
 //! One stream's one-minute window: the partial aggregate while it is open
 //! and the row it becomes in `stream_metrics_minute`.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ pub fn minute_of(ts: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// The running aggregate of one open window.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MinuteAgg {
     /// Events applied to the window.
     pub events: i64,
@@ -37,13 +37,15 @@ pub struct MinuteAgg {
     /// Size of the stream's viewer set right after the last event applied here.
     pub active_viewers: i64,
     /// Distinct users who chatted in the window.
-    pub chatters: BTreeSet<String>,
+    pub chatters: HashSet<String>,
 }
 
 impl MinuteAgg {
-    /// Counts one event; `viewers_after` is the viewer-set size once it is applied.
-    pub fn apply(&mut self, kind: &EventKind, viewers_after: usize) {
+    /// Counts one event; `viewers_after` is the viewer-set size once it is
+    /// applied. Returns the user when the event adds a distinct chatter.
+    pub fn apply<'a>(&mut self, kind: &'a EventKind, viewers_after: usize) -> Option<&'a str> {
         self.events += 1;
+        let mut new_chatter = None;
         match kind {
             EventKind::StreamStart | EventKind::StreamStop => {}
             EventKind::ViewerJoin { .. } => self.viewer_joins += 1,
@@ -56,6 +58,7 @@ impl MinuteAgg {
                 self.chat_chars += message_len;
                 if !self.chatters.contains(user_id) {
                     self.chatters.insert(user_id.clone());
+                    new_chatter = Some(user_id.as_str());
                 }
             }
             EventKind::Donation { amount_cents, .. } => {
@@ -64,6 +67,22 @@ impl MinuteAgg {
             }
         }
         self.active_viewers = i64::try_from(viewers_after).unwrap_or(i64::MAX);
+        new_chatter
+    }
+
+    /// The aggregate an open window's stored row and chatters describe.
+    pub fn from_row(row: &WindowRow, chatters: HashSet<String>) -> Self {
+        MinuteAgg {
+            events: row.events,
+            viewer_joins: row.viewer_joins,
+            viewer_leaves: row.viewer_leaves,
+            chat_messages: row.chat_messages,
+            chat_chars: row.chat_chars,
+            donations: row.donations,
+            donation_cents: row.donation_cents,
+            active_viewers: row.active_viewers,
+            chatters,
+        }
     }
 
     /// The row this aggregate is written as.

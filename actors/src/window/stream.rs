@@ -1,6 +1,7 @@
-//! One stream's state: presence set, watermark, open windows.
+//! One stream's state: presence set, watermark, open windows, and what
+//! changed in them since the last checkpoint.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,42 +31,87 @@ pub struct StreamStateRow {
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
-/// What changed since the last [`StreamWindows::take_changes`]: the rows to
-/// upsert (open ones refreshed, newly final ones with `is_final = true`) and
-/// the stream's state row when it changed.
+/// How the presence set changed since the last checkpoint: the stored set
+/// becomes `(stored − removed) ∪ added`, emptied first when `cleared`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewerDelta {
+    /// A `stream_stop` emptied the set.
+    pub cleared: bool,
+    /// Users present now and not in the stored set.
+    pub added: Vec<String>,
+    /// Users in the stored set and absent now.
+    pub removed: Vec<String>,
+}
+
+impl ViewerDelta {
+    /// True when the stored set stays as it is.
+    pub fn is_empty(&self) -> bool {
+        !self.cleared && self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Everything a checkpoint writes for one stream: the rows to upsert (open
+/// ones refreshed, newly final ones with `is_final = true`), and when the
+/// stream's restorable state moved, its state row, watermark and the
+/// increments of its presence set and of its open windows' chatters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Window rows to upsert.
     pub rows: Vec<WindowRow>,
-    /// The `stream_state` row, when any event was applied or a window closed.
+    /// The `stream_state` row, when an event was applied or the watermark moved.
     pub state: Option<StreamStateRow>,
+    /// The watermark, written with the state row.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Windows held open, written with the state row.
+    pub open_windows: usize,
+    /// Presence-set increments.
+    pub viewers: ViewerDelta,
+    /// New distinct chatters of windows still open: (window start, user).
+    pub chatters: Vec<(DateTime<Utc>, String)>,
+    /// Windows that became final: their stored chatters can go.
+    pub closed: Vec<DateTime<Utc>>,
 }
 
 impl Changes {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.state.is_none()
+        self.rows.is_empty()
+            && self.state.is_none()
+            && self.viewers.is_empty()
+            && self.chatters.is_empty()
+            && self.closed.is_empty()
     }
 }
 
-/// Everything one stream needs to continue. Serialised into the checkpoint;
-/// the change tracking is not (a checkpoint writes every change it tracked).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything one stream needs to continue, and the changes since the
+/// last [`StreamWindows::take_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamWindows {
     stream_id: String,
-    viewers: BTreeSet<String>,
+    viewers: HashSet<String>,
     is_live: bool,
     last_event_at: Option<DateTime<Utc>>,
     /// Windows ending at or before this instant are final.
     watermark: Option<DateTime<Utc>>,
     /// Open windows by start.
     open: BTreeMap<DateTime<Utc>, MinuteAgg>,
-    #[serde(skip)]
-    dirty: BTreeSet<DateTime<Utc>>,
-    #[serde(skip)]
+    /// Open windows touched since the last take.
+    dirty: HashSet<DateTime<Utc>>,
+    /// Rows of windows that became final since the last take.
     closed: Vec<WindowRow>,
-    #[serde(skip)]
-    state_changed: bool,
+    /// An event was applied or the watermark moved since the last take.
+    state_due: bool,
+    viewer_delta: ViewerSets,
+    new_chatters: Vec<(DateTime<Utc>, String)>,
+}
+
+/// Presence-set increments as sets, so a join and a leave of the same user
+/// between two checkpoints cancel out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ViewerSets {
+    cleared: bool,
+    added: HashSet<String>,
+    removed: HashSet<String>,
 }
 
 impl StreamWindows {
@@ -73,14 +119,35 @@ impl StreamWindows {
     pub fn new(stream_id: impl Into<String>) -> Self {
         StreamWindows {
             stream_id: stream_id.into(),
-            viewers: BTreeSet::new(),
+            viewers: HashSet::new(),
             is_live: false,
             last_event_at: None,
             watermark: None,
             open: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: HashSet::new(),
             closed: Vec::new(),
-            state_changed: false,
+            state_due: false,
+            viewer_delta: ViewerSets::default(),
+            new_chatters: Vec::new(),
+        }
+    }
+
+    /// A stream continued from what a checkpoint stored: its state row and
+    /// watermark, its presence set and its open windows (non-final rows
+    /// with their chatters). Nothing is pending.
+    pub fn restore(
+        state: &StreamStateRow,
+        watermark: Option<DateTime<Utc>>,
+        viewers: HashSet<String>,
+        open: BTreeMap<DateTime<Utc>, MinuteAgg>,
+    ) -> Self {
+        StreamWindows {
+            is_live: state.is_live,
+            last_event_at: state.last_event_at,
+            watermark,
+            viewers,
+            open,
+            ..StreamWindows::new(state.stream_id.clone())
         }
     }
 
@@ -104,6 +171,11 @@ impl StreamWindows {
         self.open.len()
     }
 
+    /// Size of the presence set.
+    pub fn viewer_count(&self) -> usize {
+        self.viewers.len()
+    }
+
     /// True when the window starting at `window_start` is final.
     pub fn is_final(&self, window_start: DateTime<Utc>) -> bool {
         self.watermark.is_some_and(|wm| window_start + WINDOW <= wm)
@@ -119,26 +191,37 @@ impl StreamWindows {
             EventKind::StreamStart => self.is_live = true,
             EventKind::StreamStop => {
                 self.is_live = false;
-                self.viewers.clear();
+                if !self.viewers.is_empty() || !self.viewer_delta.added.is_empty() {
+                    self.viewers.clear();
+                    self.viewer_delta = ViewerSets {
+                        cleared: true,
+                        ..ViewerSets::default()
+                    };
+                }
             }
             EventKind::ViewerJoin { user_id } => {
                 self.is_live = true;
                 if !self.viewers.contains(user_id) {
                     self.viewers.insert(user_id.clone());
+                    if !self.viewer_delta.removed.remove(user_id) {
+                        self.viewer_delta.added.insert(user_id.clone());
+                    }
                 }
             }
             EventKind::ViewerLeave { user_id } => {
                 self.is_live = true;
-                self.viewers.remove(user_id);
+                if self.viewers.remove(user_id) && !self.viewer_delta.added.remove(user_id) {
+                    self.viewer_delta.removed.insert(user_id.clone());
+                }
             }
             EventKind::ChatMessage { .. } | EventKind::Donation { .. } => self.is_live = true,
         }
-        self.open
-            .entry(start)
-            .or_default()
-            .apply(&event.kind, self.viewers.len());
+        let agg = self.open.entry(start).or_default();
+        if let Some(chatter) = agg.apply(&event.kind, self.viewers.len()) {
+            self.new_chatters.push((start, chatter.to_owned()));
+        }
         self.dirty.insert(start);
-        self.state_changed = true;
+        self.state_due = true;
         if self.last_event_at.is_none_or(|t| event.ts > t) {
             self.last_event_at = Some(event.ts);
             self.advance_watermark(event.ts - allowed_lateness);
@@ -154,6 +237,7 @@ impl StreamWindows {
             return;
         }
         self.watermark = Some(to);
+        self.state_due = true;
         while let Some(entry) = self.open.first_entry() {
             if *entry.key() + WINDOW > to {
                 break;
@@ -161,7 +245,6 @@ impl StreamWindows {
             let (start, agg) = entry.remove_entry();
             self.dirty.remove(&start);
             self.closed.push(agg.to_row(&self.stream_id, start, true));
-            self.state_changed = true;
         }
     }
 
@@ -176,15 +259,39 @@ impl StreamWindows {
     }
 
     /// Everything changed since the previous call: closed windows (final),
-    /// touched open windows (not final), and the state row if it changed.
+    /// touched open windows (not final), and when the restorable state
+    /// moved, the state row with the increments a restore needs.
     pub fn take_changes(&mut self) -> Changes {
-        let mut rows = std::mem::take(&mut self.closed);
-        for start in std::mem::take(&mut self.dirty) {
+        let closed_rows = std::mem::take(&mut self.closed);
+        let closed: Vec<DateTime<Utc>> = closed_rows.iter().map(|r| r.window_start).collect();
+        let mut rows = closed_rows;
+        let mut dirty: Vec<DateTime<Utc>> = self.dirty.drain().collect();
+        dirty.sort_unstable();
+        for start in dirty {
             if let Some(agg) = self.open.get(&start) {
                 rows.push(agg.to_row(&self.stream_id, start, false));
             }
         }
-        let state = std::mem::take(&mut self.state_changed).then(|| self.state_row());
-        Changes { rows, state }
+        let open = &self.open;
+        let chatters = std::mem::take(&mut self.new_chatters)
+            .into_iter()
+            .filter(|(start, _)| open.contains_key(start))
+            .collect();
+        let delta = std::mem::take(&mut self.viewer_delta);
+        let viewers = ViewerDelta {
+            cleared: delta.cleared,
+            added: delta.added.into_iter().collect(),
+            removed: delta.removed.into_iter().collect(),
+        };
+        let state = std::mem::take(&mut self.state_due).then(|| self.state_row());
+        Changes {
+            rows,
+            state,
+            watermark: self.watermark,
+            open_windows: self.open.len(),
+            viewers,
+            chatters,
+            closed,
+        }
     }
 }

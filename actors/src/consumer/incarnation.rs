@@ -1,0 +1,247 @@
+//! One incarnation of the consumer: everything a restart drops at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::BaseConsumer;
+
+use super::{Env, PipelineContext, RestoreError};
+use crate::checkpoint::{DeadLetter, Phase, Restored};
+use crate::messages::{Envelope, EventBatch, WindowFailed};
+use crate::store;
+use crate::window::StreamWindows;
+use crate::window_actor::WindowActor;
+
+/// A stream the consumer routes to.
+pub(super) struct StreamEntry {
+    pub addr: Addr<WindowActor>,
+    /// The partition its events come from.
+    pub partition: i32,
+    /// Received events since the last barrier.
+    pub touched: bool,
+    /// When its last batch was handed over.
+    pub last_event: Instant,
+    /// The idle watermark it was last advanced to.
+    pub idle_to: Option<DateTime<Utc>>,
+    pub open_windows: usize,
+    pub watermark: Option<DateTime<Utc>>,
+    /// Its last barrier answer held no open window: evict after the commit.
+    pub evict: bool,
+}
+
+/// Where one assigned partition is.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Position {
+    /// Next offset to count (none until the first message or a stored one).
+    pub next_offset: Option<i64>,
+    /// The last poll reached the end of the partition.
+    pub at_eof: bool,
+}
+
+/// Work done since the last committed checkpoint.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    /// Rejected messages not yet handed to a checkpoint.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Events consumed since the last barrier.
+    pub events_since_barrier: u64,
+    /// Events consumed and not yet covered by a committed checkpoint.
+    pub uncommitted: u64,
+}
+
+/// The consumer's state for one connection to the broker.
+pub(super) struct Incarnation {
+    pub client: Arc<BaseConsumer<PipelineContext>>,
+    /// Ownership token in `partition_owners`.
+    pub owner: String,
+    /// Assignment epoch (see `crate::checkpoint::Fence`); 0 before any.
+    pub epoch: u64,
+    /// Assigned partitions and their positions.
+    pub partitions: BTreeMap<i32, Position>,
+    pub streams: HashMap<String, StreamEntry>,
+    pub pending: Pending,
+    pub phase: Phase,
+    /// Self-assignment: the partitions are claimed and assigned.
+    pub claimed: bool,
+    /// Why the claim waits was already logged.
+    pub claim_reported: bool,
+    /// Consecutive refusals of the checkpoint in flight.
+    pub refusals: u32,
+    pub last_kafka_commit: Option<Instant>,
+    /// A failed offset copy to Kafka was already reported.
+    pub kafka_commit_warned: bool,
+}
+
+impl Incarnation {
+    pub fn new(client: Arc<BaseConsumer<PipelineContext>>, owner: String) -> Self {
+        Incarnation {
+            client,
+            owner,
+            epoch: 0,
+            partitions: BTreeMap::new(),
+            streams: HashMap::new(),
+            pending: Pending::default(),
+            phase: Phase::Idle,
+            claimed: false,
+            claim_reported: false,
+            refusals: 0,
+            last_kafka_commit: None,
+            kafka_commit_warned: false,
+        }
+    }
+
+    /// Takes over partitions at their restored offsets, with their streams
+    /// that hold open windows.
+    pub fn restore(
+        &mut self,
+        env: &Env,
+        on_failure: &Recipient<WindowFailed>,
+        epoch: u64,
+        partitions: &[i32],
+        restored: Restored,
+    ) -> Result<(), RestoreError> {
+        self.epoch = epoch;
+        for p in partitions {
+            self.partitions.insert(
+                *p,
+                Position {
+                    next_offset: restored.offsets.get(p).copied(),
+                    at_eof: false,
+                },
+            );
+        }
+        for (partition, model) in restored.streams {
+            self.spawn_window(env, on_failure, model, partition);
+        }
+        env.status.set_assigned(self.partitions.len());
+        env.metrics
+            .window_actors
+            .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Forgets every partition and all uncommitted work (after a revoke).
+    pub fn revoke_all(&mut self, env: &Env) {
+        if !self.partitions.is_empty() {
+            log::info!(
+                "Partitions {:?} revoked; uncommitted work dropped.",
+                self.partitions.keys().collect::<Vec<_>>()
+            );
+        }
+        // Results of checkpoints still in flight no longer match any epoch.
+        self.epoch = 0;
+        self.partitions.clear();
+        self.streams.clear();
+        self.pending = Pending::default();
+        env.status.set_assigned(0);
+        env.metrics.window_actors.set(0);
+        env.metrics.uncommitted_events.set(0);
+    }
+
+    /// Hands each stream its events. Streams not in memory are restored
+    /// from Postgres first, all of the batch's in one read, or start empty.
+    pub fn dispatch(
+        &mut self,
+        env: &Env,
+        on_failure: &Recipient<WindowFailed>,
+        groups: HashMap<String, Vec<Envelope>>,
+    ) -> Result<(), RestoreError> {
+        let unknown: Vec<String> = groups
+            .keys()
+            .filter(|s| !self.streams.contains_key(*s))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let mut conn = env.pool.get().map_err(store::StoreError::from)?;
+            for (_, model) in store::load_streams(&mut conn, &unknown)? {
+                let Some(events) = groups.get(model.stream_id()) else {
+                    continue;
+                };
+                let partition = events[0].partition;
+                self.spawn_window(env, on_failure, model, partition);
+            }
+            env.metrics.streams_restored.inc_by(unknown.len() as u64);
+        }
+        let now = Instant::now();
+        for (stream_id, events) in groups {
+            let partition = events[0].partition;
+            if !self.streams.contains_key(&stream_id) {
+                let model = StreamWindows::new(stream_id.clone());
+                self.spawn_window(env, on_failure, model, partition);
+            }
+            if let Some(entry) = self.streams.get_mut(&stream_id) {
+                entry.touched = true;
+                entry.evict = false;
+                entry.last_event = now;
+                entry.addr.do_send(EventBatch(events));
+            }
+        }
+        env.metrics
+            .window_actors
+            .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Stops the window actors of streams whose last answer held no open
+    /// window and that received nothing since: their state is committed,
+    /// and their next event restores them from Postgres.
+    pub fn evict_closed(&mut self, env: &Env) {
+        let before = self.streams.len();
+        self.streams.retain(|_, e| !e.evict || e.touched);
+        let evicted = before - self.streams.len();
+        if evicted > 0 {
+            env.metrics.streams_evicted.inc_by(evicted as u64);
+            env.metrics
+                .window_actors
+                .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn spawn_window(
+        &mut self,
+        env: &Env,
+        on_failure: &Recipient<WindowFailed>,
+        model: StreamWindows,
+        partition: i32,
+    ) {
+        let stream_id = model.stream_id().to_owned();
+        let open_windows = model.open_windows();
+        let watermark = model.watermark();
+        let lateness = env.lateness;
+        let epoch = self.epoch;
+        let faults = env.faults.clone();
+        let on_failure = on_failure.clone();
+        let addr = WindowActor::start_in_arbiter(&env.window_arbiter, move |_| {
+            WindowActor::new(model, partition, lateness, epoch, on_failure, faults)
+        });
+        self.streams.insert(
+            stream_id,
+            StreamEntry {
+                addr,
+                partition,
+                touched: false,
+                last_event: Instant::now(),
+                idle_to: None,
+                open_windows,
+                watermark,
+                evict: false,
+            },
+        );
+    }
+
+    /// True when every assigned partition reached its end at the last poll.
+    pub fn caught_up(&self) -> bool {
+        !self.partitions.is_empty() && self.partitions.values().all(|p| p.at_eof)
+    }
+
+    /// The next offset of every partition that has one.
+    pub fn next_offsets(&self) -> BTreeMap<i32, i64> {
+        self.partitions
+            .iter()
+            .filter_map(|(p, pos)| pos.next_offset.map(|next| (*p, next)))
+            .collect()
+    }
+}
