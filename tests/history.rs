@@ -456,10 +456,11 @@ fn retention_bench_large_table_while_the_pipeline_runs() {
          FROM generate_series(1, {minutes}) AS m,
               generate_series(0, {streams} - 1) AS s,
               LATERAL (SELECT date_trunc('minute', now()) - interval '40 days'
-                              - m * interval '1 minute' AS t) AS w;
-         VACUUM ANALYZE stream_metrics_minute;"
+                              - m * interval '1 minute' AS t) AS w"
     ))
     .expect("filled");
+    conn.batch_execute("VACUUM ANALYZE stream_metrics_minute")
+        .expect("vacuumed");
     store::rebuild_latest(&mut conn).expect("rebuilt");
     let total = streams * minutes;
     println!(
