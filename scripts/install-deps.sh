@@ -10,6 +10,7 @@
 #     outside the repository ($STREAMSTATS_CACHE, default ~/.cache/streamstats)
 #   - build tools and headers: a C compiler, make and zlib for the bundled
 #     librdkafka, libpq for diesel
+#   - wrk (Debian's `wrk` package) for the HTTP benchmarks
 set -euo pipefail
 
 cache="${STREAMSTATS_CACHE:-$HOME/.cache/streamstats}"
@@ -56,6 +57,11 @@ fi
 # and dashboard queries against a real Prometheus.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
     apt_install prometheus
+fi
+
+# wrk: the HTTP load generator of the benchmark scripts.
+if ! command -v wrk >/dev/null 2>&1; then
+    apt_install wrk
 fi
 
 # Chromium: the dashboard test renders `/` headless and reads the DOM.

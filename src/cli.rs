@@ -133,6 +133,23 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_UNCOMMITTED_EVENTS", value_name = "MAX_UNCOMMITTED_EVENTS",
           default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub max_uncommitted_events: u64,
+    /// Window rows whose minute started longer ago than this are deleted.
+    #[arg(long, env = "RETENTION", value_name = "RETENTION", default_value = "30d",
+          value_parser = parse_positive_duration)]
+    pub retention: Duration,
+    /// Dead letters received longer ago than this are deleted.
+    #[arg(long, env = "DEAD_LETTER_RETENTION", value_name = "DEAD_LETTER_RETENTION",
+          default_value = "7d", value_parser = parse_positive_duration)]
+    pub dead_letter_retention: Duration,
+    /// Time between two retention passes.
+    #[arg(long, env = "RETENTION_INTERVAL", value_name = "RETENTION_INTERVAL",
+          default_value = "1m", value_parser = parse_positive_duration)]
+    pub retention_interval: Duration,
+    /// Longest time an API answer is served from memory when no checkpoint of
+    /// this process committed (other writers); default: CHECKPOINT_INTERVAL.
+    #[arg(long, env = "API_CACHE_TTL", value_name = "API_CACHE_TTL",
+          value_parser = parse_duration)]
+    pub api_cache_ttl: Option<Duration>,
     /// Connections in the Postgres pool.
     #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(2..=64))]
@@ -290,5 +307,32 @@ mod tests {
         let err = Cli::try_parse_from(["streamstats", "generate", "--allowed-lateness", "soon"])
             .expect_err("bad duration");
         assert!(err.to_string().contains("ALLOWED_LATENESS"), "{err}");
+        for var in [
+            "--retention",
+            "--dead-letter-retention",
+            "--retention-interval",
+        ] {
+            let err = Cli::try_parse_from(["streamstats", "serve", var, "a month"])
+                .expect_err("bad duration");
+            let name = var
+                .trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase();
+            assert!(err.to_string().contains(&name), "{err}");
+        }
+        let err = Cli::try_parse_from(["streamstats", "serve", "--retention", "0s"])
+            .expect_err("zero retention");
+        assert!(err.to_string().contains("RETENTION"), "{err}");
+    }
+
+    #[test]
+    fn retention_defaults_are_thirty_and_seven_days() {
+        let cli = Cli::try_parse_from(["streamstats", "serve"]).expect("defaults parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(args.dead_letter_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(args.api_cache_ttl, None);
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod generate;
 mod http;
 mod migrate;
+mod retention;
 mod serve;
 mod stack;
 

@@ -164,12 +164,22 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let metrics = Metrics::register(&registry)?;
     let pipeline = pipeline::start(cfg, pool.clone(), metrics.clone());
     let state = web::Data::new(http::AppState::new(
-        pool,
-        metrics,
+        pool.clone(),
+        metrics.clone(),
         pipeline.status.clone(),
         registry.clone(),
         args.checkpoint_interval,
+        args.api_cache_ttl.unwrap_or(args.checkpoint_interval),
     )?);
+    crate::retention::start(
+        pool.clone(),
+        metrics.clone(),
+        crate::retention::RetentionConfig {
+            windows: args.retention,
+            dead_letters: args.dead_letter_retention,
+            interval: args.retention_interval,
+        },
+    );
     let prom = http::request_metrics(registry).map_err(ServeError::HttpMetrics)?;
     let addr = args.http_addr;
     let server = HttpServer::new(move || {

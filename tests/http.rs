@@ -149,6 +149,7 @@ fn routes_answer_exact_json_and_clear_errors() {
         let mut conn = PgConnection::establish(&db).expect("connect");
         store::run_migrations(&mut conn).expect("migrated");
         conn.batch_execute(ROWS).expect("known rows");
+        store::rebuild_latest(&mut conn).expect("stream_latest rebuilt");
     }
 
     // The seed's smoke contract.
@@ -177,7 +178,8 @@ fn routes_answer_exact_json_and_clear_errors() {
         get_json(&serve, "/metrics/latest"),
         (
             200,
-            json!({"latest_window_start": "2025-12-20T18:01:00Z", "rows": [alpha_1801(), beta_1801()]})
+            json!({"latest_window_start": "2025-12-20T18:01:00Z", "rows": [alpha_1801(), beta_1801()],
+                   "truncated": false, "next_after": null})
         )
     );
     assert_eq!(
@@ -203,6 +205,18 @@ fn routes_answer_exact_json_and_clear_errors() {
         json!("alpha")
     );
     assert_eq!(
+        get_json(&serve, "/metrics/latest?limit=1"),
+        (
+            200,
+            json!({"latest_window_start": "2025-12-20T18:01:00Z", "rows": [alpha_1801()],
+                   "truncated": true, "next_after": "alpha"})
+        )
+    );
+    assert_eq!(
+        get_json(&serve, "/metrics/latest?limit=1&after=alpha").1["rows"],
+        json!([beta_1801()])
+    );
+    assert_eq!(
         get_json(&serve, "/streams"),
         (
             200,
@@ -211,8 +225,15 @@ fn routes_answer_exact_json_and_clear_errors() {
                  "last_event_at": "2025-12-20T18:01:30Z", "updated_at": "2025-12-20T18:11:00Z"},
                 {"stream_id": "beta", "is_live": false, "active_viewers": 0,
                  "last_event_at": "2025-12-20T18:01:10Z", "updated_at": "2025-12-20T18:11:00Z"},
-            ]})
+            ], "truncated": false, "next_after": null})
         )
+    );
+    assert_eq!(
+        get_json(&serve, "/streams?limit=1&after=alpha").1,
+        json!({"streams": [
+            {"stream_id": "beta", "is_live": false, "active_viewers": 0,
+             "last_event_at": "2025-12-20T18:01:10Z", "updated_at": "2025-12-20T18:11:00Z"},
+        ], "truncated": false, "next_after": null})
     );
     assert_eq!(
         get_json(&serve, "/streams/alpha/minutes"),
@@ -268,6 +289,10 @@ fn routes_answer_exact_json_and_clear_errors() {
             "from",
         ),
         ("/metrics?minutes=%ZZ", "minutes"),
+        ("/streams/%00/minutes", "id"),
+        ("/metrics?stream_id=a%00", "stream_id"),
+        ("/metrics/latest?limit=0", "limit"),
+        ("/streams?after=", "after"),
     ] {
         assert_bad(&serve, path, param);
     }
@@ -292,7 +317,8 @@ fn routes_answer_exact_json_and_clear_errors() {
         .any(|l| l.starts_with("api_http_request_duration_seconds_bucket")));
     assert!(prom.lines().any(|l| l == "api_db_ok 1"));
 
-    // Database down: /health and the query routes answer 503, no hang.
+    // Database down: /health and the query routes answer 503, no hang
+    // (once a cached answer's time-to-live, one checkpoint interval, ran out).
     services.postgres.stop_immediate();
     let (status, body) = get_json(&serve, "/health");
     assert_eq!((status, &body["ok"]), (503, &json!(false)));
@@ -304,7 +330,10 @@ fn routes_answer_exact_json_and_clear_errors() {
         "/streams/top",
         "/streams/alpha/minutes",
     ] {
-        let (status, body) = get_json(&serve, path);
+        let (status, body) = harness::wait_for(path, std::time::Duration::from_secs(10), || {
+            let (status, body) = get_json(&serve, path);
+            (status != 200).then_some((status, body))
+        });
         assert_eq!(status, 503, "{path}: {body}");
         assert!(body["error"]
             .as_str()

@@ -42,6 +42,7 @@ fn migrations_apply_reapply_and_revert_cleanly() {
         "consumer_offsets",
         "dead_letters",
         "partition_owners",
+        "stream_latest",
         "stream_metrics_minute",
         "stream_state",
         "stream_viewers",

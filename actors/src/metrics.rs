@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::event::RejectReason;
@@ -84,6 +85,10 @@ pub struct Metrics {
     pub uncommitted_events: IntGauge,
     /// 1 while consumption is paused because uncommitted work hit its bound.
     pub consumer_paused: IntGauge,
+    /// Rows deleted by retention, by table.
+    pub retention_rows_removed: IntCounterVec,
+    /// Age of the oldest row kept, by table (0 when the table is empty).
+    pub retention_oldest_row_age: GaugeVec,
     last_checkpoint_unix_ms: Arc<AtomicI64>,
 }
 
@@ -185,6 +190,20 @@ impl Metrics {
                 "streamstats_consumer_paused",
                 "1 while consumption waits for a checkpoint to commit.",
             )),
+            retention_rows_removed: must(IntCounterVec::new(
+                Opts::new(
+                    "streamstats_retention_rows_removed_total",
+                    "Rows deleted by retention, by table.",
+                ),
+                &["table"],
+            )),
+            retention_oldest_row_age: must(GaugeVec::new(
+                Opts::new(
+                    "streamstats_retention_oldest_row_age_seconds",
+                    "Age of the oldest row kept, by table (window start or arrival time).",
+                ),
+                &["table"],
+            )),
             last_checkpoint_unix_ms: Arc::new(AtomicI64::new(0)),
         };
         registry.register(Box::new(m.events_consumed.clone()))?;
@@ -204,6 +223,8 @@ impl Metrics {
         registry.register(Box::new(m.checkpoint_rows.clone()))?;
         registry.register(Box::new(m.uncommitted_events.clone()))?;
         registry.register(Box::new(m.consumer_paused.clone()))?;
+        registry.register(Box::new(m.retention_rows_removed.clone()))?;
+        registry.register(Box::new(m.retention_oldest_row_age.clone()))?;
         // Every label value exists from the start, so dashboards show zeros.
         for reason in RejectReason::ALL {
             m.events_rejected.with_label_values(&[reason.as_str()]);
@@ -213,6 +234,10 @@ impl Metrics {
         }
         for actor in ActorKind::ALL {
             m.actor_restarts.with_label_values(&[actor.as_str()]);
+        }
+        for table in crate::store::retention::TABLES {
+            m.retention_rows_removed.with_label_values(&[table]);
+            m.retention_oldest_row_age.with_label_values(&[table]);
         }
         Ok(m)
     }
@@ -245,6 +270,12 @@ impl Metrics {
     /// Milliseconds since the epoch of the last committed checkpoint (0: none).
     pub fn last_checkpoint_unix_ms(&self) -> i64 {
         self.last_checkpoint_unix_ms.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints committed so far: with [`Metrics::last_checkpoint_unix_ms`]
+    /// it versions whatever is read from the result tables.
+    pub fn committed_checkpoints(&self) -> u64 {
+        self.checkpoints.with_label_values(&["committed"]).get()
     }
 
     /// Refreshes the age gauges; called at scrape time.

@@ -1,10 +1,14 @@
-//! Runs a query on the blocking thread pool and maps failures to 503.
+//! Runs a query on the blocking thread pool and maps its failure: 503 when
+//! the database cannot be reached, 500 (cause logged) when it was reached
+//! and the query failed anyway.
 
 use std::time::Duration;
 
 use actix_web::web;
+use diesel::connection::SimpleConnection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::PgConnection;
-use streamstats_actors::store;
+use streamstats_actors::store::{self, StoreError};
 
 use super::errors::ApiError;
 use super::AppState;
@@ -39,8 +43,30 @@ where
         let mut conn = pool
             .get_timeout(patience)
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        f(&mut conn).map_err(|e| ApiError::Unavailable(e.to_string()))
+        f(&mut conn).map_err(|e| classify(&mut conn, e))
     })
     .await
-    .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    .map_err(|e| {
+        log::warn!("A query could not run on the blocking pool: {e}.");
+        ApiError::Internal("the query could not run".to_owned())
+    })?
+}
+
+/// 503 when the connection is gone (lost mid-query, or it no longer
+/// answers a trivial statement), 500 otherwise, with the cause logged.
+fn classify(conn: &mut PgConnection, err: StoreError) -> ApiError {
+    let lost = match &err {
+        StoreError::Connect(_) => true,
+        StoreError::Query(DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )) => true,
+        _ => conn.batch_execute("SELECT 1").is_err(),
+    };
+    if lost {
+        ApiError::Unavailable(err.to_string())
+    } else {
+        log::warn!("A query of the API failed with the database reachable: {err}.");
+        ApiError::Internal("the query failed; the cause is in the service log".to_owned())
+    }
 }

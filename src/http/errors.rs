@@ -1,5 +1,6 @@
 //! JSON errors: 400 naming the parameter, 404 for unknown routes and
-//! streams, 503 when the database is unreachable. Never a stack trace.
+//! streams, 503 only when the database is unreachable, 500 when a query
+//! failed for another reason (the cause is logged). Never a stack trace.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -14,9 +15,13 @@ pub enum ApiError {
     /// The route exists but the thing asked for does not.
     #[error("{0}")]
     NotFound(String),
-    /// The database could not answer.
+    /// The database could not be reached (no connection, or it was lost).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database was reachable but the query failed; logged where it
+    /// happened, answered without the details.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 #[derive(Serialize)]
@@ -30,6 +35,7 @@ impl ResponseError for ApiError {
             ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

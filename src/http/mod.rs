@@ -1,6 +1,9 @@
 //! The HTTP API (SPEC §6), served by the same actix System as the pipeline:
-//! one file per route group. Database work runs on the blocking pool.
+//! one file per route group. Database work runs on the blocking pool, and
+//! answers are cached until the next commit (`cache`).
 
+mod answer;
+mod cache;
 mod dashboard;
 mod db;
 mod dead_letters;
@@ -28,6 +31,10 @@ use streamstats_actors::store::Pool;
 pub const MAX_MINUTES: i64 = 1_440;
 /// Most rows any route returns.
 pub const MAX_ROWS: i64 = 1_000;
+/// Most answers kept in memory.
+const CACHE_ENTRIES: usize = 1_024;
+/// Most bytes of answers kept in memory.
+const CACHE_BYTES: usize = 64 << 20;
 
 /// Shared state of every handler.
 pub struct AppState {
@@ -43,6 +50,10 @@ pub struct AppState {
     pub api: health::ApiGauges,
     /// Checkpoint interval, to judge checkpoint age in `/ready`.
     pub checkpoint_interval: Duration,
+    /// Answers of the data routes, per commit.
+    pub answers: cache::Cache<cache::Answer>,
+    /// The scrape-time gauges' counts, per commit.
+    pub gauges: cache::Cache<streamstats_actors::store::queries::RecentCounts>,
 }
 
 impl AppState {
@@ -53,6 +64,7 @@ impl AppState {
         status: Arc<PipelineStatus>,
         registry: Registry,
         checkpoint_interval: Duration,
+        cache_ttl: Duration,
     ) -> Result<AppState, prometheus::Error> {
         let api = health::ApiGauges::register(&registry)?;
         Ok(AppState {
@@ -62,6 +74,8 @@ impl AppState {
             registry,
             api,
             checkpoint_interval,
+            answers: cache::Cache::new(cache_ttl, CACHE_ENTRIES, CACHE_BYTES),
+            gauges: cache::Cache::new(cache_ttl, 1, 1 << 10),
         })
     }
 }

@@ -39,16 +39,12 @@ impl Params {
         }
     }
 
-    /// A string of 1 to `max_chars` characters, if present.
+    /// A string of 1 to `max_chars` characters Postgres can store, if present.
     pub fn text(&self, name: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
-        match self.0.get(name) {
-            None => Ok(None),
-            Some(v) if (1..=max_chars).contains(&v.chars().count()) => Ok(Some(v.clone())),
-            Some(v) => Err(ApiError::BadParameter(format!(
-                "{name} must be 1 to {max_chars} characters, got {}",
-                v.chars().count()
-            ))),
-        }
+        self.0
+            .get(name)
+            .map(|v| text(name, v, max_chars).map(str::to_owned))
+            .transpose()
     }
 
     /// One of `allowed`, `default` when absent.
@@ -84,6 +80,24 @@ impl Params {
     }
 }
 
+/// `value` as the text parameter `name`: 1 to `max_chars` characters and no
+/// NUL (Postgres text cannot hold one, so it is a bad parameter, not a
+/// database failure).
+pub fn text<'a>(name: &str, value: &'a str, max_chars: usize) -> Result<&'a str, ApiError> {
+    let chars = value.chars().count();
+    if !(1..=max_chars).contains(&chars) {
+        return Err(ApiError::BadParameter(format!(
+            "{name} must be 1 to {max_chars} characters, got {chars}"
+        )));
+    }
+    if value.contains('\0') {
+        return Err(ApiError::BadParameter(format!(
+            "{name} must not contain a NUL character (\\u0000)"
+        )));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +122,17 @@ mod tests {
             .int(&["n", "limit"], 10, 1..=100)
             .expect_err("not a number");
         assert!(err.to_string().starts_with("n "), "{err}");
+    }
+
+    #[test]
+    fn text_postgres_cannot_hold_is_a_bad_parameter() {
+        let p = params(&[("stream_id", "a\0b"), ("after", "s1")]);
+        let err = p.text("stream_id", 128).expect_err("NUL");
+        assert!(err.to_string().starts_with("stream_id "), "{err}");
+        assert!(err.to_string().contains("NUL"), "{err}");
+        assert_eq!(p.text("after", 128).ok().flatten().as_deref(), Some("s1"));
+        assert!(text("id", "", 128).is_err());
+        assert!(text("id", "abc", 2).is_err());
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `GET /prometheus`: refreshes the scrape-time gauges (one cheap indexed
-//! query), then encodes the one registry in the Prometheus text format.
+//! `GET /prometheus`: refreshes the scrape-time gauges (indexed range
+//! counts over the last minutes, cached per commit like the API answers),
+//! then encodes the one registry in the Prometheus text format.
 
 use actix_web::{web, HttpResponse};
 use chrono::{TimeDelta, Utc};
 use prometheus::{Encoder, TextEncoder};
 use streamstats_actors::store::queries;
 
+use super::cache::Version;
 use super::db::{query_within, PROBE_PATIENCE};
 use super::AppState;
 
@@ -16,11 +18,13 @@ const RECENT: TimeDelta = TimeDelta::minutes(5);
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     let now = Utc::now();
     state.metrics.refresh(now.timestamp_millis());
-    match query_within(&state, PROBE_PATIENCE, move |conn| {
-        queries::recent_counts(conn, now - RECENT)
-    })
-    .await
-    {
+    let version = Version::current(&state.metrics);
+    let counts = state.gauges.get("recent", version, || {
+        query_within(&state, PROBE_PATIENCE, move |conn| {
+            queries::recent_counts(conn, now - RECENT)
+        })
+    });
+    match counts.await {
         Ok(counts) => {
             state.api.db_ok.set(1);
             state.api.rows_recent.set(counts.rows);

@@ -1,17 +1,20 @@
-//! `/streams`, `/streams/top` and `/streams/{id}/minutes`.
+//! `/streams`, `/streams/top` and `/streams/{id}/minutes`, cached per commit.
 
 use std::collections::HashMap;
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::TimeDelta;
 use serde_json::json;
 use streamstats_actors::event::MAX_STREAM_ID_CHARS;
 use streamstats_actors::store::queries::{self, RankBy};
 
+use super::answer::{cached, json};
 use super::db::query;
 use super::errors::ApiError;
 use super::json::{time, MinuteJson, StateJson, TotalsJson};
-use super::params::Params;
+use super::metrics_routes::Page;
+use super::params::{self, Params};
 use super::{AppState, MAX_MINUTES, MAX_ROWS};
 
 /// Most streams `/streams/top` ranks.
@@ -37,29 +40,61 @@ pub async fn top(
         "chat_messages" => RankBy::ChatMessages,
         _ => RankBy::ActiveViewers,
     };
-    let (latest, rows) = query(&state, move |conn| {
-        let Some(latest) = queries::latest_window_start(conn)? else {
-            return Ok((None, Vec::new()));
-        };
-        let since = latest - TimeDelta::minutes(minutes - 1);
-        Ok((Some(latest), queries::top_streams(conn, since, by, n)?))
+    let key = format!("/streams/top?minutes={minutes}&by={by_name}&n={n}");
+    let db = state.clone();
+    cached(&state, key, move || async move {
+        let (latest, rows) = query(&db, move |conn| {
+            let Some(latest) = queries::latest_window_start(conn)? else {
+                return Ok((None, Vec::new()));
+            };
+            let since = latest - TimeDelta::minutes(minutes - 1);
+            Ok((Some(latest), queries::top_streams(conn, since, by, n)?))
+        })
+        .await?;
+        let rows: Vec<TotalsJson> = rows.into_iter().map(Into::into).collect();
+        json(
+            StatusCode::OK,
+            &json!({
+                "by": by_name,
+                "minutes": minutes,
+                "n": n,
+                "latest_window_start": latest.map(time),
+                "rows": rows,
+            }),
+        )
     })
-    .await?;
-    let rows: Vec<TotalsJson> = rows.into_iter().map(Into::into).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "by": by_name,
-        "minutes": minutes,
-        "n": n,
-        "latest_window_start": latest.map(time),
-        "rows": rows,
-    })))
+    .await
 }
 
-/// `GET /streams`: every stream's current state.
-pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rows = query(&state, |conn| queries::stream_states(conn, 10_000)).await?;
-    let streams: Vec<StateJson> = rows.into_iter().map(Into::into).collect();
-    Ok(HttpResponse::Ok().json(json!({ "streams": streams })))
+/// `GET /streams?limit=&after=`: streams' current state by stream id, at
+/// most `limit` (default and most [`MAX_ROWS`]) from the one after `after`;
+/// `truncated` and `next_after` tell the rest.
+pub async fn list(
+    state: web::Data<AppState>,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let params = Params(q.into_inner());
+    let limit = params.int(&["limit"], MAX_ROWS, 1..=MAX_ROWS)?;
+    let after = params.text("after", MAX_STREAM_ID_CHARS)?;
+    let key = format!("/streams?limit={limit}&after={after:?}");
+    let db = state.clone();
+    cached(&state, key, move || async move {
+        let mut rows = query(&db, move |conn| {
+            queries::stream_states(conn, after.as_deref(), limit + 1)
+        })
+        .await?;
+        let page = Page::cut(&mut rows, limit, |r| r.stream_id.clone());
+        let streams: Vec<StateJson> = rows.into_iter().map(Into::into).collect();
+        json(
+            StatusCode::OK,
+            &json!({
+                "streams": streams,
+                "truncated": page.truncated,
+                "next_after": page.next_after,
+            }),
+        )
+    })
+    .await
 }
 
 /// `GET /streams/{id}/minutes?from=&to=`: one stream's rows with
@@ -72,12 +107,7 @@ pub async fn minutes(
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let stream_id = path.into_inner();
-    let chars = stream_id.chars().count();
-    if chars == 0 || chars > MAX_STREAM_ID_CHARS {
-        return Err(ApiError::BadParameter(format!(
-            "id must be 1 to {MAX_STREAM_ID_CHARS} characters, got {chars}"
-        )));
-    }
+    params::text("id", &stream_id, MAX_STREAM_ID_CHARS)?;
     let params = Params(q.into_inner());
     let from = params.time("from")?;
     let to = params.time("to")?;
@@ -95,8 +125,28 @@ pub async fn minutes(
             )));
         }
     }
+    let key = format!(
+        "/streams/{stream_id:?}/minutes?from={:?}&to={:?}",
+        from.map(time),
+        to.map(time)
+    );
+    let db = state.clone();
+    cached(&state, key, move || async move {
+        minutes_answer(&db, stream_id, from, to).await
+    })
+    .await
+}
+
+/// The computation behind [`minutes`]; a 404 is an answer too (cached
+/// until the next commit, like any other).
+async fn minutes_answer(
+    state: &web::Data<AppState>,
+    stream_id: String,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<super::cache::Answer, ApiError> {
     let id = stream_id.clone();
-    let result = query(&state, move |conn| {
+    let result = query(state, move |conn| {
         if !queries::stream_exists(conn, &id)? {
             return Ok(None);
         }
@@ -113,13 +163,19 @@ pub async fn minutes(
     })
     .await?;
     let Some((from, to, rows)) = result else {
-        return Err(ApiError::NotFound(format!("no stream {stream_id:?}")));
+        return json(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": format!("no stream {stream_id:?}") }),
+        );
     };
     let rows: Vec<MinuteJson> = rows.into_iter().map(Into::into).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "stream_id": stream_id,
-        "from": time(from),
-        "to": time(to),
-        "rows": rows,
-    })))
+    json(
+        StatusCode::OK,
+        &json!({
+            "stream_id": stream_id,
+            "from": time(from),
+            "to": time(to),
+            "rows": rows,
+        }),
+    )
 }

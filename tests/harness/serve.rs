@@ -76,6 +76,9 @@ impl Serve {
             .env("HTTP_ADDR", format!("127.0.0.1:{}", cfg.http_port))
             .env("CHECKPOINT_INTERVAL", "200ms")
             .env("IDLE_FINALIZE", "1s")
+            // Scenarios replay December 2025 on a virtual clock: the default
+            // RETENTION (30d) would trim them while a test runs.
+            .env("RETENTION", "36500d")
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
         for (k, v) in &cfg.env {
             cmd.env(k, v);

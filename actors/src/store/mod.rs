@@ -4,10 +4,12 @@
 pub mod schema;
 
 mod checkpoint;
+mod latest;
 mod migrate;
 mod ownership;
 pub mod queries;
 mod results;
+pub mod retention;
 mod state;
 mod upsert;
 
@@ -15,6 +17,7 @@ use diesel::pg::PgConnection;
 use diesel::r2d2::ConnectionManager;
 
 pub use checkpoint::write_checkpoint;
+pub use latest::{rebuild_latest, upsert_latest};
 pub use migrate::{revert_all_migrations, run_migrations};
 pub use ownership::{check_group, claim_leased, load_assignment, owner_token, Claim};
 pub use results::{dead_letter_counts, load_rows, load_stream_state};

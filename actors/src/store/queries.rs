@@ -7,7 +7,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
 
-use super::schema::{stream_metrics_minute as smm, stream_state as ss};
+use super::schema::{stream_latest as sl, stream_metrics_minute as smm, stream_state as ss};
 use super::Result;
 
 /// One `stream_metrics_minute` row as the API shows it.
@@ -83,6 +83,12 @@ pub fn latest_window_start(conn: &mut PgConnection) -> Result<Option<DateTime<Ut
     Ok(smm::table.select(max(smm::window_start)).first(conn)?)
 }
 
+/// Start of the newest window in `stream_latest` (the newest of what
+/// `/metrics/latest` shows).
+pub fn newest_stream_window(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
+    Ok(sl::table.select(max(sl::window_start)).first(conn)?)
+}
+
 /// Rows with `window_start >= since`, newest first, optionally one stream.
 pub fn rows_since(
     conn: &mut PgConnection,
@@ -102,14 +108,38 @@ pub fn rows_since(
     Ok(query.load(conn)?)
 }
 
-/// The newest row of every stream (at most `limit` streams).
-pub fn latest_per_stream(conn: &mut PgConnection, limit: i64) -> Result<Vec<MinuteRecord>> {
-    Ok(smm::table
-        .select(MinuteRecord::as_select())
-        .distinct_on(smm::stream_id)
-        .order((smm::stream_id.asc(), smm::window_start.desc()))
+/// The newest row of each stream after `after` (by stream id), at most
+/// `limit`, from the maintained `stream_latest`: one row per stream read,
+/// whatever the length of the history.
+pub fn latest_per_stream(
+    conn: &mut PgConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<MinuteRecord>> {
+    let mut query = sl::table
+        .select((
+            sl::window_start,
+            sl::window_end,
+            sl::stream_id,
+            sl::active_viewers,
+            sl::chat_messages,
+            sl::donations_cents,
+            sl::events,
+            sl::chat_chars,
+            sl::donations,
+            sl::viewer_joins,
+            sl::viewer_leaves,
+            sl::unique_chatters,
+            sl::is_final,
+            sl::updated_at,
+        ))
+        .order(sl::stream_id.asc())
         .limit(limit)
-        .load(conn)?)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(sl::stream_id.gt(after));
+    }
+    Ok(query.load(conn)?)
 }
 
 /// Streams ranked by `by` over windows starting at or after `since`.
@@ -133,9 +163,13 @@ pub fn top_streams(
         .load(conn)?)
 }
 
-/// Every `stream_state` row (at most `limit`), by stream id.
-pub fn stream_states(conn: &mut PgConnection, limit: i64) -> Result<Vec<StateRecord>> {
-    Ok(ss::table
+/// `stream_state` rows after `after` (by stream id), at most `limit`.
+pub fn stream_states(
+    conn: &mut PgConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StateRecord>> {
+    let mut query = ss::table
         .select((
             ss::stream_id,
             ss::is_live,
@@ -145,7 +179,11 @@ pub fn stream_states(conn: &mut PgConnection, limit: i64) -> Result<Vec<StateRec
         ))
         .order(ss::stream_id.asc())
         .limit(limit)
-        .load(conn)?)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(ss::stream_id.gt(after));
+    }
+    Ok(query.load(conn)?)
 }
 
 /// True when the stream has a `stream_state` row.

@@ -1,0 +1,2 @@
+DROP INDEX dead_letters_received_at_idx;
+DROP TABLE stream_latest;

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Query cost against history size (issue 11): fills stream_metrics_minute
+# (and the maintained stream_latest and stream_state, consistently) with
+# synthetic rows, first 10k (100 streams x 100 minutes) then 2M (1,000
+# streams x 2,000 minutes), and runs `wrk -t2 -c32 -d10s --latency` on each
+# data route of an idle release `serve` (the local stack, no generator).
+# Prints req/s, p99 and non-2xx per route for both sizes and the ratio.
+#   bash scripts/bench-history.sh            (SIZES="100x100 1000x2000", DURATION=10s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cargo build --release -j2 --bin streamstats
+
+sizes=${SIZES:-"100x100 1000x2000"}
+duration=${DURATION:-10s}
+port=18100
+pg_port=55998
+dir=$(mktemp -d)
+chmod 755 "$dir"
+psql=$(ls -d /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -n 1)
+[ -x "$psql" ] || psql=$(command -v psql)
+sql() { "$psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U streamstats -d streamstats "$@"; }
+
+./target/release/streamstats stack --fresh --dir "$dir" --http-port $port \
+    --pg-port $pg_port --kafka-port 19998 --prometheus-port 19989 --rate 0 \
+    >"$dir/stack.out" 2>"$dir/stack.err" &
+stack=$!
+trap 'kill -INT $stack 2>/dev/null; wait $stack 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 120); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 1
+done
+curl -fsS "http://127.0.0.1:$port/health" >/dev/null
+
+# STREAMS streams x MINUTES minutes ending at the current minute; values are
+# arbitrary but deterministic. stream_latest and stream_state are filled
+# as the checkpoint would have left them.
+fill() {
+    local streams=$1 minutes=$2
+    sql <<SQL
+TRUNCATE stream_metrics_minute, stream_latest, stream_state;
+INSERT INTO stream_metrics_minute (window_start, window_end, stream_id, active_viewers,
+    chat_messages, donations_cents, events, chat_chars, donations, viewer_joins,
+    viewer_leaves, unique_chatters, is_final, updated_at)
+SELECT t, t + interval '1 minute', 's' || s, (s * 7 + m * 13) % 500, (s * 3 + m) % 50,
+       (s * 31 + m * 17) % 1000, (s + m) % 90 + 10, (s * 5 + m) % 400, (s + m) % 3,
+       (s + m) % 7, (s + m) % 5, (s + m) % 20, m <= $minutes - 10, now()
+FROM generate_series(0, $streams - 1) AS s,
+     generate_series(1, $minutes) AS m,
+     LATERAL (SELECT date_trunc('minute', now()) - ($minutes - m) * interval '1 minute' AS t) AS w;
+INSERT INTO stream_latest
+SELECT DISTINCT ON (stream_id) stream_id, window_start, window_end, active_viewers,
+       chat_messages, donations_cents, events, chat_chars, donations, viewer_joins,
+       viewer_leaves, unique_chatters, is_final, updated_at
+FROM stream_metrics_minute ORDER BY stream_id, window_start DESC;
+INSERT INTO stream_state (stream_id, is_live, active_viewers, last_event_at, updated_at)
+SELECT stream_id, true, active_viewers, window_start + interval '30 seconds', now()
+FROM stream_latest;
+VACUUM ANALYZE stream_metrics_minute;
+VACUUM ANALYZE stream_latest;
+VACUUM ANALYZE stream_state;
+SQL
+}
+
+# /metrics/latest?limit=100 answers the same 100 streams at both sizes: the
+# default page (up to 1,000 streams) grows with the number of streams.
+routes=(/metrics/latest '/metrics/latest?limit=100' '/metrics?minutes=15&limit=100' '/streams/top?minutes=60&by=donations_usd&n=10'
+        /streams/s7/minutes /prometheus /health)
+declare -A rate p99 bad
+for size in $sizes; do
+    streams=${size%x*}
+    minutes=${size#*x}
+    started=$(date +%s)
+    fill "$streams" "$minutes"
+    rows=$(sql -At -c "SELECT count(*) FROM stream_metrics_minute")
+    echo "== $rows rows ($streams streams x $minutes minutes), filled in $(( $(date +%s) - started )) s"
+    for route in "${routes[@]}"; do
+        url="http://127.0.0.1:$port$route"
+        curl -fsS -o /dev/null "$url"    # warm the cache and the connection pool
+        out=$(wrk -t2 -c32 -d"$duration" --latency "$url")
+        rate[$size$route]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+        p99[$size$route]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+        bad[$size$route]=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+        bytes=$(curl -fsS "$url" | wc -c)
+        printf '%-48s %10s req/s  p99 %9s  non-2xx %s  body %s B\n' "$route" \
+            "${rate[$size$route]}" "${p99[$size$route]}" "${bad[$size$route]:-0}" "$bytes"
+    done
+done
+set -- $sizes
+if [ $# -ge 2 ]; then
+    echo "== ratio of req/s, $2 over $1"
+    for route in "${routes[@]}"; do
+        awk -v a="${rate[$1$route]}" -v b="${rate[$2$route]}" -v r="$route" \
+            'BEGIN { printf "%-48s %.2f\n", r, b / a }'
+    done
+fi
+echo "== serve while idle: $(curl -fsS "http://127.0.0.1:$port/prometheus" | grep -E '^streamstats_checkpoints_total\{outcome="committed"\}')"

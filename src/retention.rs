@@ -1,0 +1,182 @@
+//! Retention (SPEC §8): a background task of `serve` that deletes window
+//! rows older than `RETENTION` and dead letters older than
+//! `DEAD_LETTER_RETENTION`, in bounded batches with a pause after each, so
+//! checkpoints keep committing while a long history is trimmed. A pass runs
+//! every `RETENTION_INTERVAL`, the first one interval after start.
+
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use chrono::{DateTime, Utc};
+use streamstats_actors::metrics::Metrics;
+use streamstats_actors::store::{self, retention, Pool, StoreError};
+
+/// Rows per delete statement.
+const BATCH: i64 = 10_000;
+/// Least pause after a batch; the pause is as long as the batch took (so
+/// retention uses at most about half of one database connection's time).
+const MIN_PAUSE: Duration = Duration::from_millis(20);
+/// Longest pause after a batch.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long rows are kept and how often retention runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionConfig {
+    /// Window rows whose minute started longer ago are deleted.
+    pub windows: Duration,
+    /// Dead letters received longer ago are deleted.
+    pub dead_letters: Duration,
+    /// Time between passes.
+    pub interval: Duration,
+}
+
+/// A retention pass that stopped, named after the step.
+#[derive(Debug, thiserror::Error)]
+enum RetentionError {
+    /// A statement of the pass failed.
+    #[error("{table}: {source}")]
+    Store {
+        table: &'static str,
+        source: StoreError,
+    },
+    /// The blocking pool refused the work.
+    #[error("{table}: the blocking pool is gone")]
+    Blocking { table: &'static str },
+}
+
+/// Spawns the retention task in the running actix System.
+pub fn start(pool: Pool, metrics: Metrics, cfg: RetentionConfig) {
+    log::info!(
+        "Retention keeps window rows for {} and dead letters for {}; it runs every {}.",
+        humantime::format_duration(cfg.windows),
+        humantime::format_duration(cfg.dead_letters),
+        humantime::format_duration(cfg.interval)
+    );
+    actix_rt::spawn(async move {
+        // The first pass waits one interval: start-up (state reload and
+        // catch-up) never competes with a large trim.
+        loop {
+            actix_rt::time::sleep(cfg.interval).await;
+            if let Err(e) = pass(&pool, &metrics, cfg).await {
+                log::warn!("A retention pass stopped early ({e}); the next pass continues.");
+            }
+        }
+    });
+}
+
+/// One pass over both tables.
+async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<(), RetentionError> {
+    let now = Utc::now();
+    let windows = Table {
+        name: "stream_metrics_minute",
+        oldest: retention::oldest_window,
+        delete: retention::delete_windows,
+    };
+    let letters = Table {
+        name: "dead_letters",
+        oldest: retention::oldest_dead_letter,
+        delete: retention::delete_dead_letters,
+    };
+    let removed_windows = windows
+        .trim(pool, metrics, cutoff(now, cfg.windows))
+        .await?;
+    if let Some(cutoff) = cutoff(now, cfg.windows) {
+        blocking(pool, windows.name, move |conn| {
+            retention::trim_latest(conn, cutoff)
+        })
+        .await?;
+    }
+    let removed_letters = letters
+        .trim(pool, metrics, cutoff(now, cfg.dead_letters))
+        .await?;
+    if removed_windows + removed_letters > 0 {
+        log::info!(
+            "Retention removed {removed_windows} window rows and {removed_letters} dead letters."
+        );
+    }
+    Ok(())
+}
+
+/// `now - keep`, or `None` when that is before any time Postgres holds.
+fn cutoff(now: DateTime<Utc>, keep: Duration) -> Option<DateTime<Utc>> {
+    chrono::TimeDelta::from_std(keep)
+        .ok()
+        .and_then(|keep| now.checked_sub_signed(keep))
+}
+
+type Oldest = fn(&mut diesel::PgConnection) -> store::Result<Option<DateTime<Utc>>>;
+type Delete = fn(
+    &mut diesel::PgConnection,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i64,
+) -> store::Result<retention::Batch>;
+
+/// One table retention trims, with its statements.
+struct Table {
+    name: &'static str,
+    oldest: Oldest,
+    delete: Delete,
+}
+
+impl Table {
+    /// Deletes every row older than `cutoff`, batch by batch, then updates
+    /// the oldest-row gauge. Returns the rows removed.
+    async fn trim(
+        &self,
+        pool: &Pool,
+        metrics: &Metrics,
+        cutoff: Option<DateTime<Utc>>,
+    ) -> Result<u64, RetentionError> {
+        let oldest = self.oldest;
+        let mut from = blocking(pool, self.name, oldest).await?;
+        let mut removed = 0u64;
+        while let (Some(start), Some(cutoff)) = (from, cutoff) {
+            if start >= cutoff {
+                break;
+            }
+            let delete = self.delete;
+            let began = Instant::now();
+            let batch = blocking(pool, self.name, move |conn| {
+                delete(conn, start, cutoff, BATCH)
+            })
+            .await?;
+            let n = u64::try_from(batch.removed).unwrap_or(0);
+            removed += n;
+            metrics
+                .retention_rows_removed
+                .with_label_values(&[self.name])
+                .inc_by(n);
+            if batch.removed < BATCH {
+                break;
+            }
+            from = batch.last;
+            actix_rt::time::sleep(began.elapsed().clamp(MIN_PAUSE, MAX_PAUSE)).await;
+        }
+        let oldest = blocking(pool, self.name, oldest).await?;
+        let age = oldest.map_or(0.0, |t| {
+            (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics
+            .retention_oldest_row_age
+            .with_label_values(&[self.name])
+            .set(age);
+        Ok(removed)
+    }
+}
+
+/// Runs `f` with a pooled connection on the blocking pool.
+async fn blocking<T, F>(pool: &Pool, table: &'static str, f: F) -> Result<T, RetentionError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut diesel::PgConnection) -> store::Result<T> + Send + 'static,
+{
+    let pool = pool.clone();
+    web::block(move || {
+        let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|_| RetentionError::Blocking { table })?
+    .map_err(|source| RetentionError::Store { table, source })
+}
