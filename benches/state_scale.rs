@@ -174,7 +174,11 @@ fn big_stream(postgres: &Postgres) {
         for payload in &batch {
             truth.observe(payload);
             producer
-                .send(BaseRecord::<[u8], [u8]>::to(&topic).key(b"big").payload(payload))
+                .send(
+                    BaseRecord::<[u8], [u8]>::to(&topic)
+                        .key(b"big")
+                        .payload(payload),
+                )
                 .map_err(|(e, _)| e)
                 .expect("queued");
         }

@@ -242,7 +242,9 @@ impl StreamWindows {
         }
         self.watermark = Some(to);
         self.state_due = true;
-        let closing = self.open.partition_point(|(start, _)| *start + WINDOW <= to);
+        let closing = self
+            .open
+            .partition_point(|(start, _)| *start + WINDOW <= to);
         for (start, agg) in self.open.drain(..closing) {
             self.closed.push(agg.to_row(&self.stream_id, start, true));
         }
