@@ -105,6 +105,10 @@ impl Component {
             .open(&log)
             .map_err(prepare)?;
         let err = out.try_clone().map_err(prepare)?;
+        // Its own process group: a Ctrl-C in the terminal reaches only the
+        // stack, which then stops the components in order (the producer,
+        // then serve with its final checkpoint, then the services).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
