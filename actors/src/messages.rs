@@ -39,9 +39,12 @@ pub struct Barrier {
     /// The copied next offset of the stream's partition: every event the
     /// actor applied must lie before it.
     pub next_offset: Option<i64>,
-    /// Where the answer goes.
-    pub reply: tokio::sync::oneshot::Sender<Result<BarrierReply, BarrierError>>,
+    /// Where the answer goes: one channel for every barrier of a checkpoint.
+    pub reply: tokio::sync::mpsc::UnboundedSender<BarrierAnswer>,
 }
+
+/// One window actor's answer to a barrier, with its stream.
+pub type BarrierAnswer = (String, Result<BarrierReply, BarrierError>);
 
 /// A window actor's part of a checkpoint.
 #[derive(Debug, Default)]

@@ -148,7 +148,9 @@ impl Handler<Barrier> for WindowActor {
             }
         };
         // The consumer may have moved on (restart); nobody to tell then.
-        let _ = barrier.reply.send(answer);
+        let _ = barrier
+            .reply
+            .send((self.model.stream_id().to_owned(), answer));
     }
 }
 
@@ -186,13 +188,15 @@ mod tests {
         addr: &actix::Addr<WindowActor>,
         next_offset: i64,
     ) -> Result<BarrierReply, BarrierError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
         addr.do_send(Barrier {
             idle_watermark: None,
             next_offset: Some(next_offset),
             reply,
         });
-        answer.await.expect("the window actor answers")
+        let (stream, answer) = answer.recv().await.expect("the window actor answers");
+        assert_eq!(stream, "s");
+        answer
     }
 
     #[actix_rt::test]
@@ -237,7 +241,7 @@ mod tests {
         .start();
         addr.do_send(EventBatch(vec![envelope(0)]));
         barrier(&addr, 1).await.expect("answers");
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
         let wm = DateTime::parse_from_rfc3339("2025-12-31T23:59:30Z")
             .expect("valid")
             .with_timezone(&Utc);
@@ -246,7 +250,7 @@ mod tests {
             next_offset: Some(1),
             reply,
         });
-        let reply = answer.await.expect("answers").expect("no error");
+        let reply = answer.recv().await.expect("answers").1.expect("no error");
         assert!(
             reply.changes.state.is_some(),
             "a watermark that moved without events must survive a restart"

@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::{ConsumerActor, ConsumerError, Lifecycle};
 use crate::checkpoint::{BarrierError, Checkpoint};
 use crate::event::RejectReason;
-use crate::messages::{Barrier, BarrierReply, WriteCheckpoint};
+use crate::messages::{Barrier, BarrierAnswer, WriteCheckpoint};
 use crate::metrics::CheckpointOutcome;
 use crate::supervise::ActorKind;
 use crate::window::minute_of;
@@ -26,11 +25,6 @@ const KAFKA_COMMIT_EVERY: Duration = Duration::from_secs(5);
 /// Refusals of the same checkpoint by a database that is up, after which
 /// the pipeline halts instead of retrying.
 const MAX_REFUSALS: u32 = 3;
-
-type BarrierAnswer = (
-    String,
-    Result<Result<BarrierReply, BarrierError>, oneshot::error::RecvError>,
-);
 
 impl ConsumerActor {
     /// Takes a barrier: in this one synchronous step, copies the offsets and
@@ -53,7 +47,10 @@ impl ConsumerActor {
             .caught_up()
             .then(|| minute_of(Utc::now() - self.env.lateness));
         let offsets = inc.next_offsets();
-        let mut answers = Vec::new();
+        // One channel for every answer: collecting 100k answers is one
+        // receive loop, not 100k futures woken one by one.
+        let (reply, mut replies) = mpsc::unbounded_channel::<BarrierAnswer>();
+        let mut targets = Vec::new();
         for (stream_id, entry) in &mut inc.streams {
             let idle = idle_wm.filter(|wm| {
                 entry.last_event.elapsed() >= cfg.idle_finalize
@@ -66,17 +63,17 @@ impl ConsumerActor {
             if idle.is_some() {
                 entry.idle_to = idle;
             }
-            let (reply, answer) = oneshot::channel();
             // do_send: enqueued now, behind every batch already sent and
             // ahead of any batch dispatched after this handler returns.
             entry.addr.do_send(Barrier {
                 idle_watermark: idle,
                 next_offset: offsets.get(&entry.partition).copied(),
-                reply,
+                reply: reply.clone(),
             });
-            let stream_id = stream_id.clone();
-            answers.push(async move { (stream_id, answer.await) });
+            targets.push(stream_id.clone());
         }
+        // Once every barrier is answered or dropped, the channel closes.
+        drop(reply);
         let cp = Checkpoint {
             epoch: inc.epoch,
             owner: inc.owner.clone(),
@@ -88,9 +85,20 @@ impl ConsumerActor {
             events: std::mem::take(&mut inc.pending.events_since_barrier),
             ..Checkpoint::default()
         };
-        let collect = join_all(answers)
+        let expected = targets.len();
+        let answers = async move {
+            let mut answers = Vec::with_capacity(expected);
+            while answers.len() < expected {
+                match replies.recv().await {
+                    Some(answer) => answers.push(answer),
+                    None => break,
+                }
+            }
+            answers
+        };
+        let collect = answers
             .into_actor(self)
-            .map(move |answers, act, ctx| act.collected(cp, answers, final_one, ctx));
+            .map(move |answers, act, ctx| act.collected(cp, targets, answers, final_one, ctx));
         ctx.spawn(collect);
     }
 
@@ -98,6 +106,7 @@ impl ConsumerActor {
     fn collected(
         &mut self,
         mut cp: Checkpoint,
+        targets: Vec<String>,
         answers: Vec<BarrierAnswer>,
         final_one: bool,
         ctx: &mut Context<Self>,
@@ -110,16 +119,22 @@ impl ConsumerActor {
             let step = inc.phase.ended(false);
             return self.advance(step, ctx);
         }
+        if answers.len() < targets.len() {
+            let answered: std::collections::HashSet<&str> =
+                answers.iter().map(|(s, _)| s.as_str()).collect();
+            let stream_id = targets
+                .into_iter()
+                .find(|s| !answered.contains(s.as_str()))
+                .unwrap_or_default();
+            let error = BarrierError::Gone { stream_id };
+            return self.fail(ActorKind::Window, error.into(), ctx);
+        }
         let mut late = 0u64;
         let mut finalized = 0u64;
         for (stream_id, answer) in answers {
             let reply = match answer {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(error)) => return self.fail(ActorKind::Window, error.into(), ctx),
-                Err(_) => {
-                    let error = BarrierError::Gone { stream_id };
-                    return self.fail(ActorKind::Window, error.into(), ctx);
-                }
+                Ok(reply) => reply,
+                Err(error) => return self.fail(ActorKind::Window, error.into(), ctx),
             };
             if let Some(entry) = inc.streams.get_mut(&stream_id) {
                 entry.open_windows = reply.open_windows;
