@@ -13,7 +13,7 @@
 mod harness;
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::{check_truth, committed_messages, Scenario, Serve, ServeConfig, Services};
 use rand::{Rng, SeedableRng};
@@ -66,18 +66,6 @@ struct Outcome {
     recoveries: Vec<Duration>,
 }
 
-/// Kills `serve`, restarts it, and returns the new process with the time
-/// from the kill to its first committed checkpoint.
-fn kill_and_restart(mut serve: Serve) -> (Serve, Duration) {
-    serve.kill9();
-    let killed = Instant::now();
-    let cfg = serve.cfg.clone();
-    drop(serve);
-    let mut serve = Serve::spawn(cfg);
-    let took = serve.wait_first_commit(killed, DRAIN);
-    (serve, took)
-}
-
 /// Waits until a checkpoint covering `fraction` of the run committed, then
 /// a random extra 0–300 ms so the fault lands at any phase of the cycle.
 fn reach(serve: &mut Serve, rng: &mut Pcg64, events: u64, fraction: f64) {
@@ -122,14 +110,14 @@ fn run_trial(services: &mut Services, seed: u64, kind: FaultKind, events: u64) -
     match kind {
         FaultKind::Kill9 => {
             reach(&mut serve, &mut rng, events, fraction);
-            let (restarted, took) = kill_and_restart(serve);
+            let (restarted, took) = serve.crash_and_restart(DRAIN);
             serve = restarted;
             recoveries.push(took);
         }
         FaultKind::MultiKill => {
             reach(&mut serve, &mut rng, events, fraction);
             for _ in 0..rng.random_range(2..=3) {
-                let (restarted, took) = kill_and_restart(serve);
+                let (restarted, took) = serve.crash_and_restart(DRAIN);
                 serve = restarted;
                 recoveries.push(took);
                 std::thread::sleep(Duration::from_millis(rng.random_range(0..1_500)));
@@ -137,7 +125,7 @@ fn run_trial(services: &mut Services, seed: u64, kind: FaultKind, events: u64) -
         }
         FaultKind::StartupKill => {
             std::thread::sleep(Duration::from_millis(rng.random_range(10..1_500)));
-            let (restarted, took) = kill_and_restart(serve);
+            let (restarted, took) = serve.crash_and_restart(DRAIN);
             serve = restarted;
             recoveries.push(took);
         }

@@ -335,8 +335,11 @@ impl Fence {
         self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Starts a new epoch; checkpoints of older ones are refused from now on.
+    /// Starts a new epoch; checkpoints of older ones are refused from now
+    /// on. Taken under the lock, so it waits for a commit in progress: what
+    /// is read after it includes that commit, and no older one follows.
     pub fn bump(&self) -> u64 {
+        let _held = self.lock();
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
     }
 }

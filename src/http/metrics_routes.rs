@@ -73,8 +73,7 @@ pub async fn latest(
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params(q.into_inner());
-    let limit = params.int(&["limit"], MAX_ROWS, 1..=MAX_ROWS)?;
-    let after = params.text("after", MAX_STREAM_ID_CHARS)?;
+    let (limit, after) = params.page()?;
     let key = format!("/metrics/latest?limit={limit}&after={after:?}");
     let db = state.clone();
     cached(&state, key, move || async move {

@@ -5,7 +5,10 @@ use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
 
+use streamstats_actors::event::MAX_STREAM_ID_CHARS;
+
 use super::errors::ApiError;
+use super::MAX_ROWS;
 
 /// The query string of one request.
 pub struct Params(pub HashMap<String, String>);
@@ -45,6 +48,14 @@ impl Params {
             .get(name)
             .map(|v| text(name, v, max_chars).map(str::to_owned))
             .transpose()
+    }
+
+    /// The `limit` (1 to [`MAX_ROWS`], default the most) and `after` (a
+    /// stream id) of a route paged by stream id.
+    pub fn page(&self) -> Result<(i64, Option<String>), ApiError> {
+        let limit = self.int(&["limit"], MAX_ROWS, 1..=MAX_ROWS)?;
+        let after = self.text("after", MAX_STREAM_ID_CHARS)?;
+        Ok((limit, after))
     }
 
     /// One of `allowed`, `default` when absent.

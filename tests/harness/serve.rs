@@ -109,13 +109,20 @@ impl Serve {
             .ok()?
             .into_string()
             .ok()?;
-        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
+        sample(&body, series)
+    }
+
+    /// Sends SIGKILL and starts it again at once with the same settings;
+    /// returns the new process and the time from the kill to its first
+    /// committed checkpoint.
+    pub fn crash_and_restart(mut self, timeout: Duration) -> (Serve, Duration) {
+        self.kill9();
+        let killed = std::time::Instant::now();
+        let cfg = self.cfg.clone();
+        drop(self);
+        let mut serve = Serve::spawn(cfg);
+        let took = serve.wait_first_commit(killed, timeout);
+        (serve, took)
     }
 
     /// Starts it again with the same settings (after a stop or kill).
@@ -142,13 +149,7 @@ impl Serve {
     /// The value of an unlabelled (or exactly labelled) sample in /prometheus.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.get("/prometheus");
-        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
+        sample(&body, series)
     }
 
     /// Sends SIGTERM and waits for the exit; returns the exit code.
@@ -160,6 +161,17 @@ impl Serve {
     pub fn kill9(&mut self) {
         self.process.stop("KILL", Duration::from_secs(10));
     }
+}
+
+/// The value of `series` in a Prometheus text body.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// What the database holds, in ground-truth form.

@@ -10,12 +10,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::TimeDelta;
 use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 
+use super::context::start_offset;
 use super::incarnation::Incarnation;
 use super::{Claim, ConsumerActor, Env, Lifecycle, Poll, RestoreError};
 use crate::checkpoint::Fence;
-use crate::config::OffsetReset;
 use crate::messages::WindowFailed;
 use crate::store::{self, Pool};
 
@@ -106,11 +106,8 @@ fn attempt(
         return Ok(Attempt::NoTopic);
     }
     // A new epoch before reading: from here on no checkpoint of an older
-    // one commits. The lock is held for the bump only.
-    let epoch = {
-        let _held = fence.lock();
-        fence.bump()
-    };
+    // one commits (the bump waits for a commit in progress).
+    let epoch = fence.bump();
     let lease = TimeDelta::from_std(cfg.owner_lease).unwrap_or(TimeDelta::MAX);
     let mut conn = pool.get().map_err(store::StoreError::from)?;
     let restored = match store::claim_leased(
@@ -126,13 +123,7 @@ fn attempt(
     };
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
-        let offset = match restored.offsets.get(p) {
-            Some(next) => Offset::Offset(*next),
-            None => match cfg.offset_reset {
-                OffsetReset::Earliest => Offset::Beginning,
-                OffsetReset::Latest => Offset::End,
-            },
-        };
+        let offset = start_offset(restored.offsets.get(p).copied(), cfg.offset_reset);
         tpl.add_partition_offset(&cfg.topic, *p, offset)?;
     }
     inc.client.assign(&tpl)?;

@@ -23,6 +23,16 @@ use crate::store::{self, Pool};
 /// the consumer gives up and restarts (with backoff).
 const RESTORE_PATIENCE: Duration = Duration::from_secs(20);
 
+/// Where a partition starts: its stored next offset, or the reset policy's
+/// end of the log when nothing is stored.
+pub(super) fn start_offset(stored: Option<i64>, reset: OffsetReset) -> Offset {
+    match (stored, reset) {
+        (Some(next), _) => Offset::Offset(next),
+        (None, OffsetReset::Earliest) => Offset::Beginning,
+        (None, OffsetReset::Latest) => Offset::End,
+    }
+}
+
 /// What happened to the assignment during a `poll`.
 #[derive(Debug)]
 pub enum AssignmentEvent {
@@ -137,24 +147,15 @@ impl PipelineContext {
             .iter()
             .map(|e| e.partition())
             .collect();
-        // A new epoch first, under the fence (held for the bump only): no
+        // A new epoch first (the bump waits for a commit in progress): no
         // checkpoint of the old epoch commits after the read below.
-        let epoch = {
-            let _held = self.fence.lock();
-            self.fence.bump()
-        };
+        let epoch = self.fence.bump();
         let restored = match self.restore(&partitions) {
             Ok(restored) => restored,
             Err(e) => return self.push(AssignmentEvent::Failed(e.into())),
         };
         for p in &partitions {
-            let offset = match restored.offsets.get(p) {
-                Some(next) => Offset::Offset(*next),
-                None => match self.offset_reset {
-                    OffsetReset::Earliest => Offset::Beginning,
-                    OffsetReset::Latest => Offset::End,
-                },
-            };
+            let offset = start_offset(restored.offsets.get(p).copied(), self.offset_reset);
             if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
                 return self.push(AssignmentEvent::Failed(e.into()));
             }
@@ -220,9 +221,7 @@ impl ConsumerContext for PipelineContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 // Fence first: an in-flight checkpoint of these partitions must not commit.
-                let held = self.fence.lock();
                 self.fence.bump();
-                drop(held);
                 if let Err(e) = consumer.unassign() {
                     log::warn!("Unassigning revoked partitions failed: {e}.");
                 }

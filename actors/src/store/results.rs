@@ -8,80 +8,37 @@ use diesel::dsl::count_star;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
+use super::queries::MinuteRecord;
 use super::schema::{dead_letters, stream_metrics_minute as smm, stream_state as ss};
 use super::Result;
 use crate::window::{StreamStateRow, WindowRow};
 
-/// One `stream_metrics_minute` row as selected by [`WINDOW_ROW_COLUMNS`].
-pub(super) type WindowRowColumns = (
-    DateTime<Utc>,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    bool,
-);
-
-/// The columns of a [`WindowRow`], in [`WindowRowColumns`] order.
-pub(super) const WINDOW_ROW_COLUMNS: (
-    smm::window_start,
-    smm::stream_id,
-    smm::active_viewers,
-    smm::events,
-    smm::viewer_joins,
-    smm::viewer_leaves,
-    smm::chat_messages,
-    smm::chat_chars,
-    smm::unique_chatters,
-    smm::donations,
-    smm::donations_cents,
-    smm::is_final,
-) = (
-    smm::window_start,
-    smm::stream_id,
-    smm::active_viewers,
-    smm::events,
-    smm::viewer_joins,
-    smm::viewer_leaves,
-    smm::chat_messages,
-    smm::chat_chars,
-    smm::unique_chatters,
-    smm::donations,
-    smm::donations_cents,
-    smm::is_final,
-);
-
-/// The window-model row of selected columns.
-pub(super) fn window_row(r: WindowRowColumns) -> WindowRow {
-    WindowRow {
-        window_start: r.0,
-        stream_id: r.1,
-        active_viewers: r.2,
-        events: r.3,
-        viewer_joins: r.4,
-        viewer_leaves: r.5,
-        chat_messages: r.6,
-        chat_chars: r.7,
-        unique_chatters: r.8,
-        donations: r.9,
-        donation_cents: r.10,
-        is_final: r.11,
+impl From<MinuteRecord> for WindowRow {
+    fn from(r: MinuteRecord) -> Self {
+        WindowRow {
+            window_start: r.window_start,
+            stream_id: r.stream_id,
+            active_viewers: r.active_viewers,
+            events: r.events,
+            viewer_joins: r.viewer_joins,
+            viewer_leaves: r.viewer_leaves,
+            chat_messages: r.chat_messages,
+            chat_chars: r.chat_chars,
+            unique_chatters: r.unique_chatters,
+            donations: r.donations,
+            donation_cents: r.donations_cents,
+            is_final: r.is_final,
+        }
     }
 }
 
 /// Every `stream_metrics_minute` row, ordered by `(window_start, stream_id)`.
 pub fn load_rows(conn: &mut PgConnection) -> Result<Vec<WindowRow>> {
-    let rows: Vec<WindowRowColumns> = smm::table
-        .select(WINDOW_ROW_COLUMNS)
+    let rows: Vec<MinuteRecord> = smm::table
+        .select(MinuteRecord::as_select())
         .order((smm::window_start, smm::stream_id))
         .load(conn)?;
-    Ok(rows.into_iter().map(window_row).collect())
+    Ok(rows.into_iter().map(WindowRow::from).collect())
 }
 
 /// Every `stream_state` row, ordered by `stream_id`.

@@ -13,13 +13,13 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Text, Timestamptz};
 
-use super::results::{window_row, WindowRowColumns, WINDOW_ROW_COLUMNS};
+use super::queries::MinuteRecord;
 use super::schema::{
     stream_metrics_minute as smm, stream_state as ss, stream_viewers as sv, window_chatters as wc,
 };
 use super::Result;
 use crate::checkpoint::Increments;
-use crate::window::{MinuteAgg, StreamStateRow, StreamWindows, WINDOW};
+use crate::window::{MinuteAgg, StreamStateRow, StreamWindows, WindowRow, WINDOW};
 
 /// Writes one checkpoint's presence-set and chatter increments.
 pub(super) fn write_increments(conn: &mut PgConnection, inc: &Increments) -> Result<()> {
@@ -129,12 +129,12 @@ pub fn load_streams(
         let mut query = smm::table
             .filter(smm::stream_id.eq_any(&with_open))
             .filter(smm::is_final.eq(false))
-            .select(WINDOW_ROW_COLUMNS)
+            .select(MinuteRecord::as_select())
             .into_boxed();
         if let Some(after) = earliest {
             query = query.filter(smm::window_start.gt(after));
         }
-        let rows: Vec<WindowRowColumns> = query.load(conn)?;
+        let rows: Vec<MinuteRecord> = query.load(conn)?;
         let chatters: Vec<(String, DateTime<Utc>, String)> = wc::table
             .filter(wc::stream_id.eq_any(&with_open))
             .select((wc::stream_id, wc::window_start, wc::user_id))
@@ -143,7 +143,7 @@ pub fn load_streams(
         for (stream, start, user) in chatters {
             by_window.entry((stream, start)).or_default().insert(user);
         }
-        for row in rows.into_iter().map(window_row) {
+        for row in rows.into_iter().map(WindowRow::from) {
             let chatters = by_window
                 .remove(&(row.stream_id.clone(), row.window_start))
                 .unwrap_or_default();

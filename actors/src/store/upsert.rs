@@ -12,50 +12,89 @@ use super::Result;
 use crate::checkpoint::StreamRecord;
 use crate::window::WindowRow;
 
+/// The columns a result row is written to, in `stream_metrics_minute` and
+/// `stream_latest` alike.
+const ROW_COLUMNS: &str = "window_start, window_end, stream_id, active_viewers, chat_messages, \
+    donations_cents, events, chat_chars, donations, viewer_joins, viewer_leaves, \
+    unique_chatters, is_final, updated_at";
+
+/// The rows bound by [`upsert_window_rows`] ($1–$12, `now` as $13), in
+/// [`ROW_COLUMNS`] order.
+const ROW_VALUES: &str =
+    "SELECT w, w + interval '1 minute', s, av, cm, dc, ev, cc, dn, vj, vl, uc, f, $13 \
+    FROM unnest($1::timestamptz[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
+                $12::bool[]) AS t(w, s, av, cm, dc, ev, cc, dn, vj, vl, uc, f)";
+
+/// The counters an upsert of a result row overwrites.
+const ROW_UPDATES: &str = "active_viewers = excluded.active_viewers, \
+    chat_messages = excluded.chat_messages, donations_cents = excluded.donations_cents, \
+    events = excluded.events, chat_chars = excluded.chat_chars, \
+    donations = excluded.donations, viewer_joins = excluded.viewer_joins, \
+    viewer_leaves = excluded.viewer_leaves, unique_chatters = excluded.unique_chatters, \
+    is_final = excluded.is_final, updated_at = excluded.updated_at";
+
 /// Upserts `rows` into `stream_metrics_minute`, stamped `now`.
 pub(super) fn upsert_rows(
     conn: &mut PgConnection,
     rows: &[WindowRow],
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO stream_metrics_minute ({ROW_COLUMNS}) {ROW_VALUES} \
+         ON CONFLICT (window_start, stream_id) DO UPDATE SET {ROW_UPDATES}"
+    );
+    upsert_window_rows(conn, &sql, &rows.iter().collect::<Vec<_>>(), now)
+}
+
+/// Upserts `rows` (at most one per stream) into `stream_latest`, each
+/// replacing the stored row only if its window is at least as new, so a
+/// rewrite of an older window never moves a stream's latest one backwards.
+pub(super) fn upsert_latest_rows(
+    conn: &mut PgConnection,
+    rows: &[&WindowRow],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO stream_latest AS sl ({ROW_COLUMNS}) {ROW_VALUES} \
+         ON CONFLICT (stream_id) DO UPDATE SET window_start = excluded.window_start, \
+             window_end = excluded.window_end, {ROW_UPDATES} \
+         WHERE excluded.window_start >= sl.window_start"
+    );
+    upsert_window_rows(conn, &sql, rows, now)
+}
+
+/// Runs `sql`, an upsert built from [`ROW_VALUES`], with `rows` bound as
+/// column arrays and `now` as their `updated_at`.
+fn upsert_window_rows(
+    conn: &mut PgConnection,
+    sql: &str,
+    rows: &[&WindowRow],
+    now: DateTime<Utc>,
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&WindowRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-    diesel::sql_query(
-        "INSERT INTO stream_metrics_minute (window_start, window_end, stream_id, active_viewers, \
-             chat_messages, donations_cents, events, chat_chars, donations, viewer_joins, \
-             viewer_leaves, unique_chatters, is_final, updated_at) \
-         SELECT w, w + interval '1 minute', s, av, cm, dc, ev, cc, dn, vj, vl, uc, f, $13 \
-           FROM unnest($1::timestamptz[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
-                       $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
-                       $12::bool[]) AS t(w, s, av, cm, dc, ev, cc, dn, vj, vl, uc, f) \
-         ON CONFLICT (window_start, stream_id) DO UPDATE SET \
-             active_viewers = excluded.active_viewers, chat_messages = excluded.chat_messages, \
-             donations_cents = excluded.donations_cents, events = excluded.events, \
-             chat_chars = excluded.chat_chars, donations = excluded.donations, \
-             viewer_joins = excluded.viewer_joins, viewer_leaves = excluded.viewer_leaves, \
-             unique_chatters = excluded.unique_chatters, is_final = excluded.is_final, \
-             updated_at = excluded.updated_at",
-    )
-    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.window_start).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(
-        rows.iter()
-            .map(|r| r.stream_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<BigInt>, _>(col(|r| r.active_viewers))
-    .bind::<Array<BigInt>, _>(col(|r| r.chat_messages))
-    .bind::<Array<BigInt>, _>(col(|r| r.donation_cents))
-    .bind::<Array<BigInt>, _>(col(|r| r.events))
-    .bind::<Array<BigInt>, _>(col(|r| r.chat_chars))
-    .bind::<Array<BigInt>, _>(col(|r| r.donations))
-    .bind::<Array<BigInt>, _>(col(|r| r.viewer_joins))
-    .bind::<Array<BigInt>, _>(col(|r| r.viewer_leaves))
-    .bind::<Array<BigInt>, _>(col(|r| r.unique_chatters))
-    .bind::<Array<Bool>, _>(rows.iter().map(|r| r.is_final).collect::<Vec<_>>())
-    .bind::<Timestamptz, _>(now)
-    .execute(conn)?;
+    let col = |f: fn(&WindowRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    diesel::sql_query(sql)
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.window_start).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.stream_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<BigInt>, _>(col(|r| r.active_viewers))
+        .bind::<Array<BigInt>, _>(col(|r| r.chat_messages))
+        .bind::<Array<BigInt>, _>(col(|r| r.donation_cents))
+        .bind::<Array<BigInt>, _>(col(|r| r.events))
+        .bind::<Array<BigInt>, _>(col(|r| r.chat_chars))
+        .bind::<Array<BigInt>, _>(col(|r| r.donations))
+        .bind::<Array<BigInt>, _>(col(|r| r.viewer_joins))
+        .bind::<Array<BigInt>, _>(col(|r| r.viewer_leaves))
+        .bind::<Array<BigInt>, _>(col(|r| r.unique_chatters))
+        .bind::<Array<Bool>, _>(rows.iter().map(|r| r.is_final).collect::<Vec<_>>())
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)?;
     Ok(())
 }
 
