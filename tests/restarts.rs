@@ -84,7 +84,12 @@ fn a_second_instance_stands_by_and_takes_over_when_the_first_dies() {
     harness::wait_for(
         "the stand-by to report its state",
         Duration::from_secs(30),
-        || standby.try_metric("streamstats_window_actors"),
+        || standby.try_metric("streamstats_partitions_assigned"),
+    );
+    assert_eq!(
+        standby.try_metric("streamstats_partitions_assigned"),
+        Some(0.0),
+        "the stand-by must not own partitions while the active instance is alive"
     );
     assert_eq!(
         standby.try_metric("streamstats_checkpoints_total{outcome=\"committed\"}"),

@@ -33,8 +33,12 @@ fn two_processes_split_the_partitions_and_hand_over_when_one_leaves() {
         "both processes to own partitions",
         Duration::from_secs(120),
         || {
-            let a = first.metric("streamstats_window_actors").unwrap_or(0.0);
-            let b = second.metric("streamstats_window_actors").unwrap_or(0.0);
+            let a = first
+                .metric("streamstats_partitions_assigned")
+                .unwrap_or(0.0);
+            let b = second
+                .metric("streamstats_partitions_assigned")
+                .unwrap_or(0.0);
             (a > 0.0 && b > 0.0).then_some(())
         },
     );

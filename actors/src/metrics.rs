@@ -73,6 +73,8 @@ pub struct Metrics {
     pub windows_finalized: IntCounter,
     /// Actor restarts, by actor kind.
     pub actor_restarts: IntCounterVec,
+    /// Partitions this process consumes now.
+    pub partitions_assigned: IntGauge,
     /// Live per-stream window actors.
     pub window_actors: IntGauge,
     /// Streams looked up in Postgres on their first event in memory.
@@ -161,6 +163,10 @@ impl Metrics {
                 ),
                 &["actor"],
             )),
+            partitions_assigned: must(IntGauge::new(
+                "streamstats_partitions_assigned",
+                "Partitions this process consumes now.",
+            )),
             window_actors: must(IntGauge::new(
                 "streamstats_window_actors",
                 "Live per-stream window actors.",
@@ -217,6 +223,7 @@ impl Metrics {
         registry.register(Box::new(m.open_windows.clone()))?;
         registry.register(Box::new(m.windows_finalized.clone()))?;
         registry.register(Box::new(m.actor_restarts.clone()))?;
+        registry.register(Box::new(m.partitions_assigned.clone()))?;
         registry.register(Box::new(m.window_actors.clone()))?;
         registry.register(Box::new(m.streams_restored.clone()))?;
         registry.register(Box::new(m.streams_evicted.clone()))?;

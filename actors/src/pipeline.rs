@@ -2,10 +2,11 @@
 //! arbiter inside the running actix System, and exposes the pipeline's
 //! status for readiness checks.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Addr, Arbiter, Supervisor, SyncArbiter};
+use prometheus::IntGauge;
 
 use crate::checkpoint::Fence;
 use crate::config::PipelineConfig;
@@ -16,14 +17,25 @@ use crate::supervise::Faults;
 use crate::writer::WriterActor;
 
 /// What `/ready` needs to know about the pipeline.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PipelineStatus {
-    assigned: AtomicUsize,
+    /// Partitions assigned, also exported as `streamstats_partitions_assigned`.
+    assigned: IntGauge,
     error: Mutex<Option<String>>,
     broker_down: AtomicBool,
 }
 
 impl PipelineStatus {
+    /// A status that reports assignments through `assigned`.
+    pub fn new(assigned: IntGauge) -> PipelineStatus {
+        assigned.set(0);
+        PipelineStatus {
+            assigned,
+            error: Mutex::new(None),
+            broker_down: AtomicBool::new(false),
+        }
+    }
+
     /// Records whether a broker connection is up (from client statistics).
     pub fn set_broker_up(&self, up: bool) {
         self.broker_down.store(!up, Ordering::Relaxed);
@@ -36,12 +48,12 @@ impl PipelineStatus {
 
     /// Records how many partitions are assigned.
     pub fn set_assigned(&self, n: usize) {
-        self.assigned.store(n, Ordering::Relaxed);
+        self.assigned.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Partitions currently assigned.
     pub fn assigned(&self) -> usize {
-        self.assigned.load(Ordering::Relaxed)
+        usize::try_from(self.assigned.get()).unwrap_or(0)
     }
 
     /// Records (or clears) the last checkpoint error.
@@ -68,7 +80,7 @@ pub struct Pipeline {
 pub fn start(cfg: PipelineConfig, pool: Pool, metrics: Metrics) -> Pipeline {
     let fence = Arc::new(Fence::default());
     let faults = Faults::new(cfg.faults);
-    let status = Arc::new(PipelineStatus::default());
+    let status = Arc::new(PipelineStatus::new(metrics.partitions_assigned.clone()));
     let writer = {
         let (pool, fence, metrics, faults) =
             (pool.clone(), fence.clone(), metrics.clone(), faults.clone());
