@@ -26,6 +26,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run the pipeline and the HTTP API in one process.
     Serve(ServeArgs),
+    /// Read JSON-lines files (plain or .gz) into the tables, exactly once,
+    /// then exit; a rerun after a crash resumes where the last commit ended.
+    Replay(ReplayArgs),
     /// Run the whole stack locally: Postgres, broker, serve, generator, Prometheus.
     Stack(crate::stack::StackArgs),
 }
@@ -164,6 +167,41 @@ pub struct ServeArgs {
     pub inject_panic: Option<streamstats_actors::config::FaultPlan>,
 }
 
+/// `streamstats replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// JSON-lines files, one event per line, read in this order as one log;
+    /// names ending in `.gz` are decompressed.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Name the position and streams are stored under (default: `file:` and
+    /// the files' absolute paths). A rerun with the same name resumes.
+    #[arg(long, env = "REPLAY_SOURCE", value_name = "REPLAY_SOURCE")]
+    pub source: Option<String>,
+    /// How far behind a stream's latest event time its windows stay open.
+    #[arg(long, env = "ALLOWED_LATENESS", value_name = "ALLOWED_LATENESS", default_value = "10m",
+          value_parser = parse_duration)]
+    pub allowed_lateness: Duration,
+    /// Time between checkpoints.
+    #[arg(long, env = "CHECKPOINT_INTERVAL", value_name = "CHECKPOINT_INTERVAL", default_value = "1s",
+          value_parser = parse_positive_duration)]
+    pub checkpoint_interval: Duration,
+    /// Uncommitted events at which reading pauses until a checkpoint commits.
+    #[arg(long, env = "MAX_UNCOMMITTED_EVENTS", value_name = "MAX_UNCOMMITTED_EVENTS",
+          default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub max_uncommitted_events: u64,
+    /// Connections in the Postgres pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub database_pool_size: u32,
+    /// Progress bar on stderr: `auto` (when it is a terminal), `always` or `never`.
+    #[arg(long, env = "REPLAY_PROGRESS", value_name = "REPLAY_PROGRESS", default_value = "auto",
+          value_parser = ["auto", "always", "never"])]
+    pub progress: String,
+}
+
 /// `streamstats migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -240,6 +278,10 @@ pub struct GenerateArgs {
     /// Write the exact expected tables of everything sent to this JSON file.
     #[arg(long, env = "GEN_EXPECTED", value_name = "GEN_EXPECTED")]
     pub expected: Option<PathBuf>,
+    /// Write the events to this JSON-lines file (gzip if it ends in `.gz`)
+    /// instead of Kafka, with expected tables as `streamstats replay` sees them.
+    #[arg(long, env = "GEN_OUTPUT", value_name = "GEN_OUTPUT")]
+    pub output: Option<PathBuf>,
 }
 
 /// Parses durations written like `500ms`, `30s`, `10m`, `1h`.

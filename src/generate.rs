@@ -6,11 +6,15 @@
 //! the run counts as done; a delivery failure fails the run (the expected
 //! tables would no longer describe the topic).
 
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -19,6 +23,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use streamstats_actors::generator::{Clock, Generator, GeneratorConfig};
+use streamstats_actors::truth::{Expected, Truth};
 
 use crate::cli::GenerateArgs;
 
@@ -44,6 +49,11 @@ pub enum GenerateError {
         source: std::io::Error,
     },
     /// The async runtime for the admin client could not start.
+    #[error("GEN_OUTPUT: cannot write {path}: {source}")]
+    Output {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -76,6 +86,9 @@ impl ProducerContext for DeliveryCounter {
 
 /// Runs the generator to completion (or forever when `--count` is absent).
 pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
+    if let Some(path) = args.output.clone() {
+        return run_to_file(&args, &path);
+    }
     ensure_topic(
         &args.kafka.kafka_brokers,
         &args.kafka.kafka_topic,
@@ -94,26 +107,7 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
         .create_with_context(counter.clone())
         .map_err(GenerateError::Producer)?;
 
-    let clock = match args.start_time {
-        Some(start) => Clock::Virtual {
-            start,
-            spacing: TimeDelta::from_std(args.spacing).unwrap_or(TimeDelta::MAX),
-        },
-        None => Clock::Live,
-    };
-    let cfg = GeneratorConfig {
-        seed: args.seed,
-        streams: args.streams,
-        stream_skew: args.stream_skew,
-        users: args.users,
-        clock,
-        out_of_order: args.out_of_order,
-        late: args.late,
-        malformed: args.malformed,
-        duplicate: args.duplicate,
-        allowed_lateness: TimeDelta::from_std(args.allowed_lateness).unwrap_or(TimeDelta::MAX),
-    };
-    let mut generator = Generator::new(cfg, Utc::now());
+    let mut generator = Generator::new(generator_config(&args), Utc::now());
     log::info!(
         "Generating to topic {} at {} (seed {}, {} messages, {} per second).",
         args.kafka.kafka_topic,
@@ -184,7 +178,72 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
             .unwrap_or_default();
         return Err(GenerateError::Delivery { failed, first });
     }
-    let expected = generator.expected();
+    report(&args, &generator.expected(), sent, started)
+}
+
+fn generator_config(args: &GenerateArgs) -> GeneratorConfig {
+    let clock = match args.start_time {
+        Some(start) => Clock::Virtual {
+            start,
+            spacing: TimeDelta::from_std(args.spacing).unwrap_or(TimeDelta::MAX),
+        },
+        None => Clock::Live,
+    };
+    GeneratorConfig {
+        seed: args.seed,
+        streams: args.streams,
+        stream_skew: args.stream_skew,
+        users: args.users,
+        clock,
+        out_of_order: args.out_of_order,
+        late: args.late,
+        malformed: args.malformed,
+        duplicate: args.duplicate,
+        allowed_lateness: TimeDelta::from_std(args.allowed_lateness).unwrap_or(TimeDelta::MAX),
+    }
+}
+
+/// Writes the messages' payloads as JSON lines to `path` (gzip when it
+/// ends in `.gz`), at full speed; the expected tables are those of a
+/// replay of the file (no key, no log time).
+fn run_to_file(args: &GenerateArgs, path: &Path) -> Result<(), GenerateError> {
+    let output = |source| GenerateError::Output {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(output)?;
+    let mut out: Box<dyn Write> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(GzEncoder::new(
+            BufWriter::with_capacity(1 << 20, file),
+            Compression::fast(),
+        ))
+    } else {
+        Box::new(BufWriter::with_capacity(1 << 20, file))
+    };
+    let cfg = generator_config(args);
+    let mut truth = Truth::new(cfg.allowed_lateness, Utc::now());
+    let mut generator = Generator::new(cfg, Utc::now());
+    log::info!("Generating to {} (seed {}).", path.display(), args.seed);
+    let started = Instant::now();
+    let count = args.count.unwrap_or(0);
+    for _ in 0..count {
+        let msg = generator.next_message(Utc::now());
+        truth.observe_lines(&msg.payload);
+        out.write_all(&msg.payload).map_err(output)?;
+        out.write_all(b"\n").map_err(output)?;
+    }
+    out.flush().map_err(output)?;
+    drop(out);
+    report(args, &truth.finish(), count, started)
+}
+
+/// Prints what was sent and writes the expected tables if asked to.
+fn report(
+    args: &GenerateArgs,
+    expected: &Expected,
+    sent: u64,
+    started: Instant,
+) -> Result<(), GenerateError> {
     eprintln!(
         "generate: done: {sent} messages in {:.1}s; {} events applied, {} dead letters ({}), {} window rows, {} streams",
         started.elapsed().as_secs_f64(),
@@ -202,7 +261,7 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
     if let Some(path) = &args.expected {
         let write = || -> std::io::Result<()> {
             let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-            serde_json::to_writer_pretty(file, &expected).map_err(std::io::Error::other)
+            serde_json::to_writer_pretty(file, expected).map_err(std::io::Error::other)
         };
         write().map_err(|source| GenerateError::Expected {
             path: path.display().to_string(),

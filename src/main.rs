@@ -5,6 +5,7 @@ mod cli;
 mod generate;
 mod http;
 mod migrate;
+mod replay;
 mod retention;
 mod serve;
 mod stack;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args).map_err(Into::into),
         Command::Generate(args) => generate::run(args).map_err(Into::into),
         Command::Serve(args) => serve::run(args).map_err(Into::into),
+        Command::Replay(args) => replay::run(args).map_err(Into::into),
         Command::Stack(args) => stack::run(args).map_err(Into::into),
     };
     match result {

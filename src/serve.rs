@@ -53,7 +53,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
 }
 
 /// This host's name, for the default instance id.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -109,7 +109,7 @@ fn pipeline_config(args: &ServeArgs) -> Result<PipelineConfig, ServeError> {
     Ok(cfg)
 }
 
-async fn migrate(pool: store::Pool) -> Result<(), ServeError> {
+pub(crate) async fn migrate(pool: store::Pool) -> Result<(), ServeError> {
     let deadline = std::time::Instant::now() + MIGRATE_PATIENCE;
     loop {
         let pool = pool.clone();

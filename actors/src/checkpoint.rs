@@ -27,10 +27,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::event::RejectReason;
+use crate::lines::LinePosition;
 use crate::window::{Changes, StreamStateRow, StreamWindows, WindowRow};
 
 /// A rejected message with its provenance, bound for `dead_letters`.
@@ -116,9 +118,24 @@ pub struct Checkpoint {
     pub dead_letters: Vec<DeadLetter>,
     /// Events covered since the previous checkpoint (for metrics).
     pub events: u64,
+    /// A file source's files, in order; empty for Kafka. Their dead
+    /// letters are stored under the file's path and line.
+    pub files: Arc<[String]>,
 }
 
 impl Checkpoint {
+    /// Where a dead letter came from, as stored: topic, partition and
+    /// offset, or for a file source the file's path, 0 and the line.
+    pub fn dead_letter_origin(&self, letter: &DeadLetter) -> (&str, i32, i64) {
+        let line = LinePosition::from_offset(letter.offset)
+            .filter(|_| !self.files.is_empty())
+            .and_then(|p| Some((self.files.get(p.file)?, i64::try_from(p.line).ok()?)));
+        match line {
+            Some((path, line)) => (path, 0, line),
+            None => (&self.topic, letter.partition, letter.offset),
+        }
+    }
+
     /// Rows the transaction writes or deletes, for the size metric.
     pub fn row_count(&self) -> usize {
         let inc = &self.increments;

@@ -1,5 +1,6 @@
 //! Typed pipeline settings, validated by the binary before start-up.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -27,12 +28,29 @@ pub enum AssignmentMode {
     Group,
 }
 
+/// Where the events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The Kafka topic, consumed without end.
+    Kafka,
+    /// JSON-lines files (plain or `.gz`), read once in this order as one
+    /// log: partition 0 of the source named by `topic`, whose offset
+    /// encodes the file's index and line (see `crate::consumer::files`).
+    /// There is no key to check, and an event time is bounded by the
+    /// wall clock when its line is read. At the end of the last file every
+    /// window is finalized and the pipeline stops.
+    Files(Vec<PathBuf>),
+}
+
 /// Settings of the consumer, window and writer actors.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
+    /// Where the events come from.
+    pub source: Source,
     /// Kafka bootstrap servers.
     pub brokers: String,
-    /// The events topic.
+    /// The events topic (for a file source, the name its position and
+    /// streams are stored under).
     pub topic: String,
     /// Consumer group; also the key of the stored offsets and snapshots.
     pub group_id: String,
@@ -70,6 +88,7 @@ impl PipelineConfig {
     /// Defaults that work with the local stack.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
         PipelineConfig {
+            source: Source::Kafka,
             brokers: brokers.into(),
             topic: topic.into(),
             group_id: "streamstats".into(),

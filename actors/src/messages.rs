@@ -36,6 +36,8 @@ pub struct EventBatch(pub Vec<Envelope>);
 pub struct Barrier {
     /// Wall-clock watermark for an idle stream of a caught-up partition.
     pub idle_watermark: Option<DateTime<Utc>>,
+    /// The input has ended: close every open window.
+    pub end_of_input: bool,
     /// The copied next offset of the stream's partition: every event the
     /// actor applied must lie before it.
     pub next_offset: Option<i64>,

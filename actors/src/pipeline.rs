@@ -2,7 +2,7 @@
 //! arbiter inside the running actix System, and exposes the pipeline's
 //! status for readiness checks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Addr, Arbiter, Supervisor, SyncArbiter};
@@ -23,6 +23,11 @@ pub struct PipelineStatus {
     assigned: IntGauge,
     error: Mutex<Option<String>>,
     broker_down: AtomicBool,
+    /// Bytes of input files read (compressed bytes for gzip).
+    read_bytes: Arc<AtomicU64>,
+    /// Signalled when the consumer stops for good (after its final
+    /// checkpoint, or halted).
+    finished: tokio::sync::Notify,
 }
 
 impl PipelineStatus {
@@ -33,7 +38,25 @@ impl PipelineStatus {
             assigned,
             error: Mutex::new(None),
             broker_down: AtomicBool::new(false),
+            read_bytes: Arc::default(),
+            finished: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The counter of input file bytes read, shared with the file source.
+    pub fn read_bytes(&self) -> Arc<AtomicU64> {
+        self.read_bytes.clone()
+    }
+
+    /// Records that the consumer stopped for good.
+    pub fn finish(&self) {
+        self.finished.notify_one();
+    }
+
+    /// Waits until the consumer stops for good: a file source's input is
+    /// all committed, or the pipeline halted (see [`PipelineStatus::error`]).
+    pub async fn finished(&self) {
+        self.finished.notified().await;
     }
 
     /// Records whether a broker connection is up (from client statistics).

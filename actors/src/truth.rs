@@ -97,6 +97,21 @@ impl Truth {
         self.apply(parsed)
     }
 
+    /// Observes one line of a JSON-lines file, as a file source reads it:
+    /// no key, and `now` (the replay's clock) as the log time.
+    pub fn observe_line(&mut self, text: &[u8]) -> Observed {
+        self.messages += 1;
+        let parsed = Event::parse_bounded(text, Some(self.now), DEFAULT_MAX_FUTURE_SKEW);
+        self.apply(parsed)
+    }
+
+    /// Observes every event line of a JSON-lines buffer, in order.
+    pub fn observe_lines(&mut self, buf: &[u8]) {
+        for (_, text) in crate::lines::event_lines(buf) {
+            self.observe_line(text);
+        }
+    }
+
     fn apply(&mut self, parsed: Result<Event, crate::event::Rejection>) -> Observed {
         let event = match parsed {
             Ok(event) => event,

@@ -84,6 +84,9 @@ impl WindowActor {
         if let Some(wm) = barrier.idle_watermark {
             self.model.advance_watermark(wm);
         }
+        if barrier.end_of_input {
+            self.model.close_all();
+        }
         let changes = self.model.take_changes();
         let finalized = changes.rows.iter().filter(|r| r.is_final).count() as u64;
         Ok(BarrierReply {
@@ -191,6 +194,7 @@ mod tests {
         let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
         addr.do_send(Barrier {
             idle_watermark: None,
+            end_of_input: false,
             next_offset: Some(next_offset),
             reply,
         });
@@ -247,6 +251,7 @@ mod tests {
             .with_timezone(&Utc);
         addr.do_send(Barrier {
             idle_watermark: Some(wm),
+            end_of_input: false,
             next_offset: Some(1),
             reply,
         });

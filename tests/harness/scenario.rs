@@ -90,6 +90,31 @@ impl Scenario {
         (messages, generator.expected())
     }
 
+    /// The `streamstats generate` arguments of this run (without its output).
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--seed", self.seed.to_string()),
+            ("--count", self.count.to_string()),
+            ("--rate", "0".to_owned()),
+            ("--stream-skew", self.stream_skew.to_string()),
+            ("--streams", self.streams.to_string()),
+            ("--users", self.users.to_string()),
+            ("--start-time", self.start.to_owned()),
+            ("--spacing", format!("{}ms", self.spacing_ms)),
+            ("--out-of-order", self.out_of_order.to_string()),
+            ("--late", self.late.to_string()),
+            ("--malformed", self.malformed.to_string()),
+            ("--duplicate", self.duplicate.to_string()),
+            (
+                "--allowed-lateness",
+                format!("{}s", self.allowed_lateness_secs),
+            ),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
+    }
+
     /// Produces the run with `streamstats generate` and returns the
     /// expected tables it wrote.
     pub fn produce(&self, broker: &Broker, topic: &str, partitions: i32) -> Expected {
@@ -104,30 +129,7 @@ impl Scenario {
                 topic,
             ])
             .args(["--partitions", &partitions.to_string()])
-            .args([
-                "--seed",
-                &self.seed.to_string(),
-                "--count",
-                &self.count.to_string(),
-            ])
-            .args(["--rate", "0"])
-            .args(["--stream-skew", &self.stream_skew.to_string()])
-            .args([
-                "--streams",
-                &self.streams.to_string(),
-                "--users",
-                &self.users.to_string(),
-            ])
-            .args(["--start-time", self.start])
-            .args(["--spacing", &format!("{}ms", self.spacing_ms)])
-            .args(["--out-of-order", &self.out_of_order.to_string()])
-            .args(["--late", &self.late.to_string()])
-            .args(["--malformed", &self.malformed.to_string()])
-            .args(["--duplicate", &self.duplicate.to_string()])
-            .args([
-                "--allowed-lateness",
-                &format!("{}s", self.allowed_lateness_secs),
-            ])
+            .args(self.args())
             .arg("--expected")
             .arg(&path)
             .env("RUST_LOG", "warn")

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{ConsumerActor, ConsumerError, Lifecycle};
+use super::incarnation::{Incarnation, Input};
+use super::{ConsumerActor, ConsumerError, Lifecycle, PipelineContext};
 use crate::checkpoint::{BarrierError, Checkpoint};
 use crate::event::RejectReason;
 use crate::messages::{Barrier, BarrierAnswer, WriteCheckpoint};
-use crate::metrics::CheckpointOutcome;
+use crate::metrics::{CheckpointOutcome, Metrics};
 use crate::supervise::ActorKind;
 use crate::window::minute_of;
 use crate::writer::WriteError;
@@ -43,9 +44,11 @@ impl ConsumerActor {
             let step = inc.phase.ended(true);
             return self.advance(step, ctx);
         }
-        let idle_wm = inc
-            .caught_up()
-            .then(|| minute_of(Utc::now() - self.env.lateness));
+        // A file source at its end closes every window; a caught-up Kafka
+        // source lets idle streams' watermarks follow the wall clock.
+        let end_of_input = final_one && inc.end_of_input();
+        let idle_wm =
+            (inc.caught_up() && !end_of_input).then(|| minute_of(Utc::now() - self.env.lateness));
         let offsets = inc.next_offsets();
         // One channel for every answer: collecting 100k answers is one
         // receive loop, not 100k futures woken one by one.
@@ -56,7 +59,8 @@ impl ConsumerActor {
                 entry.last_event.elapsed() >= cfg.idle_finalize
                     && entry.idle_to.is_none_or(|t| t < *wm)
             });
-            if !entry.touched && idle.is_none() {
+            let close_all = end_of_input && entry.open_windows > 0;
+            if !entry.touched && idle.is_none() && !close_all {
                 continue;
             }
             entry.touched = false;
@@ -67,6 +71,7 @@ impl ConsumerActor {
             // ahead of any batch dispatched after this handler returns.
             entry.addr.do_send(Barrier {
                 idle_watermark: idle,
+                end_of_input,
                 next_offset: offsets.get(&entry.partition).copied(),
                 reply: reply.clone(),
             });
@@ -83,6 +88,7 @@ impl ConsumerActor {
             offsets,
             dead_letters: std::mem::take(&mut inc.pending.dead_letters),
             events: std::mem::take(&mut inc.pending.events_since_barrier),
+            files: self.env.files.clone(),
             ..Checkpoint::default()
         };
         let expected = targets.len();
@@ -199,7 +205,9 @@ impl ConsumerActor {
                     metrics.checkpoint_outcome(CheckpointOutcome::Refused);
                     inc.refusals += 1;
                     if inc.refusals >= MAX_REFUSALS {
-                        return act.halt(&e);
+                        return act.halt(format!(
+                            "the pipeline is halted: Postgres refused the same checkpoint {MAX_REFUSALS} times ({e}); this is a defect, the data since the last checkpoint is not committed"
+                        ));
                     }
                     let delay = Duration::from_millis(500);
                     log::warn!(
@@ -242,17 +250,15 @@ impl ConsumerActor {
         });
     }
 
-    /// Stops for good: Postgres keeps refusing data that the contract let
-    /// through. Retrying cannot help and skipping would lose data, so an
-    /// operator must look; `/ready` says why.
-    fn halt(&mut self, error: &str) {
-        let reason = format!(
-            "the pipeline is halted: Postgres refused the same checkpoint {MAX_REFUSALS} times ({error}); this is a defect, the data since the last checkpoint is not committed"
-        );
+    /// Stops for good where retrying cannot help and skipping would lose
+    /// data (Postgres keeps refusing data the contract let through, an
+    /// input file cannot be read): an operator must look; `/ready` says why.
+    pub(super) fn halt(&mut self, reason: String) {
         log::error!("{reason}.");
         self.env.status.set_error(Some(reason));
         self.env.status.set_assigned(0);
         self.lifecycle = Lifecycle::Halted;
+        self.env.status.finish();
         if self.shutdown.is_some() {
             self.finish_shutdown();
         }
@@ -270,38 +276,52 @@ impl ConsumerActor {
         metrics
             .uncommitted_events
             .set(i64::try_from(inc.pending.uncommitted).unwrap_or(i64::MAX));
-        let mut tpl = TopicPartitionList::new();
-        for (p, next) in &cp.offsets {
-            if inc.partitions.contains_key(p) {
-                // Infallible for a fresh list and a concrete offset.
-                let _ = tpl.add_partition_offset(&cp.topic, *p, Offset::Offset(*next));
-            }
-        }
-        // A copy for lag tools only: at most every KAFKA_COMMIT_EVERY, so
-        // the group coordinator is not kept busy by every checkpoint.
-        let due = inc
-            .last_kafka_commit
-            .is_none_or(|t| t.elapsed() >= KAFKA_COMMIT_EVERY);
-        let final_one = inc.phase == crate::checkpoint::Phase::Final;
-        if tpl.count() > 0 && (due || final_one) {
-            inc.last_kafka_commit = Some(Instant::now());
-            if let Err(e) = inc.client.commit(&tpl, CommitMode::Async) {
-                if !std::mem::replace(&mut inc.kafka_commit_warned, true) {
-                    log::warn!("Committing offsets to Kafka failed ({e}); Postgres holds them.");
-                }
-            }
-        }
-        let high = inc.client.context().high_watermarks();
-        for (p, next) in &cp.offsets {
-            if let Some(hw) = high.get(p) {
-                metrics
-                    .consumer_lag
-                    .with_label_values(&[&p.to_string()])
-                    .set((hw - next).max(0));
-            }
+        if let Input::Kafka(client) = &inc.input {
+            let client = client.clone();
+            let final_one = inc.phase == crate::checkpoint::Phase::Final;
+            copy_offsets_to_kafka(&client, cp, inc, final_one, metrics);
         }
         inc.evict_closed(&self.env);
         let step = inc.phase.ended(true);
         self.advance(step, ctx);
+    }
+}
+
+/// Commits a copy of the checkpoint's offsets to Kafka for lag tools (at
+/// most every `KAFKA_COMMIT_EVERY`, so the group coordinator is not kept
+/// busy by every checkpoint) and updates the lag gauge.
+fn copy_offsets_to_kafka(
+    client: &BaseConsumer<PipelineContext>,
+    cp: &Checkpoint,
+    inc: &mut Incarnation,
+    final_one: bool,
+    metrics: &Metrics,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, next) in &cp.offsets {
+        if inc.partitions.contains_key(p) {
+            // Infallible for a fresh list and a concrete offset.
+            let _ = tpl.add_partition_offset(&cp.topic, *p, Offset::Offset(*next));
+        }
+    }
+    let due = inc
+        .last_kafka_commit
+        .is_none_or(|t| t.elapsed() >= KAFKA_COMMIT_EVERY);
+    if tpl.count() > 0 && (due || final_one) {
+        inc.last_kafka_commit = Some(Instant::now());
+        if let Err(e) = client.commit(&tpl, CommitMode::Async) {
+            if !std::mem::replace(&mut inc.kafka_commit_warned, true) {
+                log::warn!("Committing offsets to Kafka failed ({e}); Postgres holds them.");
+            }
+        }
+    }
+    let high = client.context().high_watermarks();
+    for (p, next) in &cp.offsets {
+        if let Some(hw) = high.get(p) {
+            metrics
+                .consumer_lag
+                .with_label_values(&[&p.to_string()])
+                .set((hw - next).max(0));
+        }
     }
 }

@@ -13,9 +13,10 @@ use rdkafka::consumer::Consumer;
 use rdkafka::TopicPartitionList;
 
 use super::context::start_offset;
-use super::incarnation::Incarnation;
+use super::incarnation::{Incarnation, Input};
 use super::{Claim, ConsumerActor, Env, Lifecycle, Poll, RestoreError};
 use crate::checkpoint::Fence;
+use crate::lines::LinePosition;
 use crate::messages::WindowFailed;
 use crate::store::{self, Pool};
 
@@ -50,10 +51,12 @@ impl ConsumerActor {
         match attempt {
             Ok(Attempt::Assigned(n)) => {
                 inc.claimed = true;
-                log::info!(
-                    "Took all {n} partitions of {} at their stored offsets (self-assignment).",
-                    cfg.topic
-                );
+                if matches!(inc.input, Input::Kafka(_)) {
+                    log::info!(
+                        "Took all {n} partitions of {} at their stored offsets (self-assignment).",
+                        cfg.topic
+                    );
+                }
                 ctx.notify(Poll);
                 return;
             }
@@ -71,6 +74,9 @@ impl ConsumerActor {
                         cfg.owner_lease
                     );
                 }
+            }
+            Err(RestoreError::Read(e)) => {
+                return self.halt(format!("the pipeline is halted: {e}"));
             }
             Err(e) => {
                 if !std::mem::replace(&mut inc.claim_reported, true) {
@@ -93,15 +99,17 @@ fn attempt(
     on_failure: &Recipient<WindowFailed>,
 ) -> Result<Attempt, RestoreError> {
     let cfg = &env.cfg;
-    let metadata = inc
-        .client
-        .fetch_metadata(Some(&cfg.topic), METADATA_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == cfg.topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions: Vec<i32> = match &inc.input {
+        Input::Kafka(client) => client
+            .fetch_metadata(Some(&cfg.topic), METADATA_TIMEOUT)?
+            .topics()
+            .iter()
+            .filter(|t| t.name() == cfg.topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect(),
+        // A file source is one partition.
+        Input::Files(_) => vec![0],
+    };
     if partitions.is_empty() {
         return Ok(Attempt::NoTopic);
     }
@@ -121,12 +129,30 @@ fn attempt(
         store::Claim::Held { owner, age } => return Ok(Attempt::Held { owner, age }),
         store::Claim::Claimed(restored) => restored,
     };
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        let offset = start_offset(restored.offsets.get(p).copied(), cfg.offset_reset);
-        tpl.add_partition_offset(&cfg.topic, *p, offset)?;
+    match &mut inc.input {
+        Input::Kafka(client) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                let offset = start_offset(restored.offsets.get(p).copied(), cfg.offset_reset);
+                tpl.add_partition_offset(&cfg.topic, *p, offset)?;
+            }
+            client.assign(&tpl)?;
+        }
+        Input::Files(files) => {
+            let next = restored
+                .offsets
+                .get(&0)
+                .and_then(|offset| LinePosition::from_offset(*offset))
+                .unwrap_or(LinePosition::START);
+            log::info!(
+                "Resuming {} at line {} of file {}.",
+                cfg.topic,
+                next.line,
+                next.file + 1
+            );
+            files.seek(next)?;
+        }
     }
-    inc.client.assign(&tpl)?;
     let n = partitions.len();
     inc.restore(env, on_failure, epoch, &partitions, restored)?;
     Ok(Attempt::Assigned(n))

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::BaseConsumer;
 
+use super::file_source::{FileSource, LineBatch};
 use super::{Env, PipelineContext, RestoreError};
 use crate::checkpoint::{DeadLetter, Phase, Restored};
 use crate::messages::{Envelope, EventBatch, WindowFailed};
@@ -52,9 +53,17 @@ pub(super) struct Pending {
     pub uncommitted: u64,
 }
 
-/// The consumer's state for one connection to the broker.
+/// Where an incarnation reads its events.
+pub(super) enum Input {
+    /// The Kafka client.
+    Kafka(Arc<BaseConsumer<PipelineContext>>),
+    /// JSON-lines files, read once.
+    Files(Box<FileSource>),
+}
+
+/// The consumer's state for one connection to its input.
 pub(super) struct Incarnation {
-    pub client: Arc<BaseConsumer<PipelineContext>>,
+    pub input: Input,
     /// Ownership token in `partition_owners`.
     pub owner: String,
     /// Assignment epoch (see `crate::checkpoint::Fence`); 0 before any.
@@ -73,12 +82,14 @@ pub(super) struct Incarnation {
     pub last_kafka_commit: Option<Instant>,
     /// A failed offset copy to Kafka was already reported.
     pub kafka_commit_warned: bool,
+    /// The file source's line buffer, reused from batch to batch.
+    pub line_batch: LineBatch,
 }
 
 impl Incarnation {
-    pub fn new(client: Arc<BaseConsumer<PipelineContext>>, owner: String) -> Self {
+    pub fn new(input: Input, owner: String) -> Self {
         Incarnation {
-            client,
+            input,
             owner,
             epoch: 0,
             partitions: BTreeMap::new(),
@@ -90,6 +101,7 @@ impl Incarnation {
             refusals: 0,
             last_kafka_commit: None,
             kafka_commit_warned: false,
+            line_batch: LineBatch::default(),
         }
     }
 
@@ -230,6 +242,11 @@ impl Incarnation {
                 evict: false,
             },
         );
+    }
+
+    /// True when a file source has read its last line.
+    pub fn end_of_input(&self) -> bool {
+        matches!(self.input, Input::Files(_)) && self.caught_up()
     }
 
     /// True when every assigned partition reached its end at the last poll.

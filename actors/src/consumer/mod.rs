@@ -23,6 +23,7 @@
 mod checkpointing;
 mod claim;
 mod context;
+mod file_source;
 mod incarnation;
 mod poll;
 
@@ -39,14 +40,15 @@ use tokio::sync::oneshot;
 pub use context::{AssignmentEvent, PipelineContext};
 
 use crate::checkpoint::{Fence, Step};
-use crate::config::{AssignmentMode, OffsetReset, PipelineConfig};
+use crate::config::{AssignmentMode, OffsetReset, PipelineConfig, Source};
 use crate::messages::{Shutdown, WindowFailed};
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineStatus;
 use crate::store::{self, Pool};
 use crate::supervise::{catch, ActorKind, Backoff, Faults};
 use crate::writer::WriterActor;
-use incarnation::Incarnation;
+use file_source::FileSource;
+use incarnation::{Incarnation, Input};
 
 /// Most messages taken from librdkafka in one poll batch.
 const MAX_BATCH: usize = 5_000;
@@ -93,6 +95,9 @@ pub enum ConsumerError {
     /// This actor panicked.
     #[error("the consumer panicked: {0}")]
     Panicked(String),
+    /// An input file could not be read.
+    #[error(transparent)]
+    Read(#[from] file_source::ReadError),
 }
 
 /// Why partitions could not be taken over.
@@ -107,6 +112,9 @@ pub enum RestoreError {
     /// The group coordinator reported a rebalance error.
     #[error("rebalance error: {0}")]
     Rebalance(String),
+    /// An input file could not be read up to its stored position.
+    #[error(transparent)]
+    Read(#[from] file_source::ReadError),
 }
 
 /// Where the consumer is in its life.
@@ -131,6 +139,8 @@ pub(crate) struct Env {
     status: Arc<PipelineStatus>,
     window_arbiter: ArbiterHandle,
     lateness: TimeDelta,
+    /// A file source's files, named in its dead letters; empty for Kafka.
+    files: Arc<[String]>,
 }
 
 /// The consumer actor.
@@ -161,6 +171,10 @@ impl ConsumerActor {
         window_arbiter: ArbiterHandle,
     ) -> Self {
         let lateness = TimeDelta::from_std(cfg.allowed_lateness).unwrap_or(TimeDelta::MAX);
+        let files = match &cfg.source {
+            Source::Kafka => Arc::default(),
+            Source::Files(paths) => paths.iter().map(|p| p.display().to_string()).collect(),
+        };
         ConsumerActor {
             env: Env {
                 cfg,
@@ -170,6 +184,7 @@ impl ConsumerActor {
                 status,
                 window_arbiter,
                 lateness,
+                files,
             },
             pool,
             fence,
@@ -198,6 +213,14 @@ impl ConsumerActor {
         let cfg = &self.env.cfg;
         let incarnation = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let owner = store::owner_token(&cfg.instance_id, incarnation);
+        if let Source::Files(paths) = &cfg.source {
+            let files = FileSource::new(paths.clone(), self.env.status.read_bytes());
+            log::info!("Reading {} file(s) as source {}.", paths.len(), cfg.topic);
+            let input = Input::Files(Box::new(files));
+            self.lifecycle = Lifecycle::Running(Box::new(Incarnation::new(input, owner)));
+            ctx.notify(Claim);
+            return;
+        }
         let context = PipelineContext::new(
             self.pool.clone(),
             self.fence.clone(),
@@ -268,7 +291,8 @@ impl ConsumerActor {
                 cfg.group_id
             ),
         }
-        self.lifecycle = Lifecycle::Running(Box::new(Incarnation::new(client, owner)));
+        let input = Input::Kafka(client);
+        self.lifecycle = Lifecycle::Running(Box::new(Incarnation::new(input, owner)));
         match self.env.cfg.assignment {
             AssignmentMode::Group => ctx.notify(Poll),
             AssignmentMode::SelfAssign => ctx.notify(Claim),
@@ -301,6 +325,7 @@ impl ConsumerActor {
         }
         self.lifecycle = Lifecycle::Stopped;
         self.env.status.set_assigned(0);
+        self.env.status.finish();
         if let Some(reply) = self.shutdown.take() {
             let _ = reply.send(());
         }
@@ -364,6 +389,9 @@ impl Handler<Poll> for ConsumerActor {
         let recipient = ctx.address().recipient();
         match catch(|| inc.poll_batch(env, &recipient)) {
             Ok(Ok(full)) => self.schedule_poll(full, ctx),
+            Ok(Err(ConsumerError::Read(e))) => self.halt(format!(
+                "the pipeline is halted: {e}; every line before it that was committed stays committed"
+            )),
             Ok(Err(e)) => self.fail(ActorKind::Consumer, e, ctx),
             Err(reason) => self.fail(ActorKind::Consumer, ConsumerError::Panicked(reason), ctx),
         }

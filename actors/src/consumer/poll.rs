@@ -1,24 +1,50 @@
-//! The poll loop: one batch from librdkafka, parsed, dead-lettered or
-//! grouped per stream and handed to the window actors; assignment changes
-//! observed during the poll are applied in log order.
+//! The poll loop: one batch from the input (librdkafka or the files),
+//! parsed, dead-lettered or grouped per stream and handed to the window
+//! actors; assignment changes observed during a Kafka poll are applied in
+//! log order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::Message as _;
 
-use super::incarnation::Incarnation;
+use super::incarnation::{Incarnation, Input};
 use super::{
-    AssignmentEvent, ConsumerActor, ConsumerError, Env, Lifecycle, Poll, IDLE_POLL, MAX_BATCH,
+    AssignmentEvent, ConsumerActor, ConsumerError, Env, Lifecycle, PipelineContext, Poll,
+    IDLE_POLL, MAX_BATCH,
 };
 use crate::checkpoint::DeadLetter;
 use crate::event::{Event, RejectReason};
 use crate::messages::{Envelope, WindowFailed};
 use crate::supervise::ActorKind;
+
+/// Lines read from files in one batch: more than a Kafka batch, since
+/// nothing else waits on the consumer while it reads.
+const MAX_FILE_BATCH: usize = 20_000;
+
+/// One message or line, with what its dead letter would need.
+struct Record<'a> {
+    partition: i32,
+    offset: i64,
+    /// The Kafka key; `None` for a file line (the key check does not apply).
+    key: Option<Option<&'a [u8]>>,
+    payload: &'a [u8],
+    /// The Kafka message timestamp (for a line, when it was read),
+    /// bounding the event time.
+    log_time: Option<DateTime<Utc>>,
+}
+
+/// One batch being built: valid events grouped by stream, and counts.
+#[derive(Default)]
+struct Batch {
+    groups: HashMap<String, Vec<Envelope>>,
+    consumed: u64,
+    rejected: BTreeMap<RejectReason, u64>,
+}
 
 impl Incarnation {
     /// Polls one batch. `Ok(true)` when the batch was full (poll again now).
@@ -27,22 +53,45 @@ impl Incarnation {
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
     ) -> Result<bool, ConsumerError> {
-        let client = self.client.clone();
-        let mut groups: HashMap<String, Vec<Envelope>> = HashMap::new();
-        let mut consumed: u64 = 0;
-        let mut rejected: BTreeMap<RejectReason, u64> = BTreeMap::new();
-        let mut full = false;
-        for n in 0..=MAX_BATCH {
-            if n == MAX_BATCH {
-                full = true;
-                break;
+        let mut batch = Batch::default();
+        let full = match &self.input {
+            Input::Kafka(client) => {
+                let client = client.clone();
+                self.poll_kafka(&client, env, on_failure, &mut batch)?
             }
+            Input::Files(_) => self.read_files(env, &mut batch)?,
+        };
+        self.dispatch(env, on_failure, batch.groups)?;
+        env.metrics.events_consumed.inc_by(batch.consumed);
+        for (reason, n) in batch.rejected {
+            env.metrics
+                .events_rejected
+                .with_label_values(&[reason.as_str()])
+                .inc_by(n);
+        }
+        self.pending.events_since_barrier += batch.consumed;
+        self.pending.uncommitted += batch.consumed;
+        env.metrics
+            .uncommitted_events
+            .set(i64::try_from(self.pending.uncommitted).unwrap_or(i64::MAX));
+        Ok(full)
+    }
+
+    /// Takes up to `MAX_BATCH` messages from librdkafka.
+    fn poll_kafka(
+        &mut self,
+        client: &BaseConsumer<PipelineContext>,
+        env: &Env,
+        on_failure: &Recipient<WindowFailed>,
+        batch: &mut Batch,
+    ) -> Result<bool, ConsumerError> {
+        for _ in 0..MAX_BATCH {
             let polled = client.poll(Duration::ZERO);
             for event in client.context().take_events() {
                 match event {
                     AssignmentEvent::Failed(error) => return Err(error.into()),
                     AssignmentEvent::Revoked => {
-                        groups.clear();
+                        batch.groups.clear();
                         self.revoke_all(env);
                     }
                     AssignmentEvent::Assigned {
@@ -50,13 +99,13 @@ impl Incarnation {
                         partitions,
                         restored,
                     } => {
-                        self.dispatch(env, on_failure, std::mem::take(&mut groups))?;
+                        self.dispatch(env, on_failure, std::mem::take(&mut batch.groups))?;
                         self.restore(env, on_failure, epoch, &partitions, restored)?;
                     }
                 }
             }
             let msg = match polled {
-                None => break,
+                None => return Ok(false),
                 Some(Ok(msg)) => msg,
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     if let Some(pos) = self.partitions.get_mut(&p) {
@@ -66,67 +115,98 @@ impl Incarnation {
                 }
                 Some(Err(e)) => {
                     log::warn!("Kafka consumer error: {e}.");
-                    break;
+                    return Ok(false);
                 }
             };
-            let partition = msg.partition();
-            let offset = msg.offset();
-            let Some(pos) = self.partitions.get_mut(&partition) else {
-                // Prefetched before a revoke: not ours to count.
-                continue;
-            };
-            if pos.next_offset.is_some_and(|next| offset < next) {
-                // Prefetched before a seek: already counted.
-                continue;
-            }
-            env.faults.tick(ActorKind::Consumer, 1);
-            consumed += 1;
-            pos.next_offset = Some(offset + 1);
-            pos.at_eof = false;
-            let payload = msg.payload().unwrap_or_default();
-            let key = msg.key();
             let log_time = msg
                 .timestamp()
                 .to_millis()
                 .and_then(DateTime::<Utc>::from_timestamp_millis);
-            match Event::from_message(key, payload, log_time, env.cfg.max_future_skew) {
-                Ok(event) => groups
-                    .entry(event.stream_id.clone())
-                    .or_default()
-                    .push(Envelope {
-                        event,
-                        partition,
-                        offset,
-                        payload: payload.to_vec(),
-                        key: key.map(<[u8]>::to_vec),
-                    }),
-                Err(rejection) => {
-                    *rejected.entry(rejection.reason).or_default() += 1;
-                    self.pending.dead_letters.push(DeadLetter {
-                        partition,
-                        offset,
-                        reason: rejection.reason,
-                        error: rejection.detail,
-                        payload: payload.to_vec(),
-                        key: key.map(<[u8]>::to_vec),
-                    });
-                }
+            let record = Record {
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: Some(msg.key()),
+                payload: msg.payload().unwrap_or_default(),
+                log_time,
+            };
+            self.take(env, batch, record);
+        }
+        Ok(true)
+    }
+
+    /// Reads up to `MAX_FILE_BATCH` lines; at the end of the last file the
+    /// partition is marked at its end.
+    fn read_files(&mut self, env: &Env, batch: &mut Batch) -> Result<bool, ConsumerError> {
+        let Input::Files(files) = &mut self.input else {
+            return Ok(false);
+        };
+        let mut lines = std::mem::take(&mut self.line_batch);
+        let ended = files.read_batch(&mut lines, MAX_FILE_BATCH)?;
+        // A file has no log clock: the time it is read bounds event times,
+        // so a far-future `ts` cannot silence a stream of a backfill.
+        let read_at = Utc::now();
+        for (range, position) in &lines.lines {
+            let record = Record {
+                partition: 0,
+                offset: position.offset(),
+                key: None,
+                payload: &lines.buf[range.clone()],
+                log_time: Some(read_at),
+            };
+            self.take(env, batch, record);
+        }
+        if let Some(pos) = self.partitions.get_mut(&0) {
+            pos.at_eof = ended;
+        }
+        let full = lines.lines.len() == MAX_FILE_BATCH;
+        self.line_batch = lines;
+        Ok(full)
+    }
+
+    /// Counts one record and parses it into the batch or a dead letter.
+    fn take(&mut self, env: &Env, batch: &mut Batch, record: Record<'_>) {
+        let Some(pos) = self.partitions.get_mut(&record.partition) else {
+            // Prefetched before a revoke: not ours to count.
+            return;
+        };
+        if pos.next_offset.is_some_and(|next| record.offset < next) {
+            // Prefetched before a seek: already counted.
+            return;
+        }
+        env.faults.tick(ActorKind::Consumer, 1);
+        batch.consumed += 1;
+        pos.next_offset = Some(record.offset + 1);
+        pos.at_eof = false;
+        let skew = env.cfg.max_future_skew;
+        let parsed = match record.key {
+            Some(key) => Event::from_message(key, record.payload, record.log_time, skew),
+            None => Event::parse_bounded(record.payload, record.log_time, skew),
+        };
+        let key = record.key.flatten().map(<[u8]>::to_vec);
+        match parsed {
+            Ok(event) => batch
+                .groups
+                .entry(event.stream_id.clone())
+                .or_default()
+                .push(Envelope {
+                    event,
+                    partition: record.partition,
+                    offset: record.offset,
+                    payload: record.payload.to_vec(),
+                    key,
+                }),
+            Err(rejection) => {
+                *batch.rejected.entry(rejection.reason).or_default() += 1;
+                self.pending.dead_letters.push(DeadLetter {
+                    partition: record.partition,
+                    offset: record.offset,
+                    reason: rejection.reason,
+                    error: rejection.detail,
+                    payload: record.payload.to_vec(),
+                    key,
+                });
             }
         }
-        self.dispatch(env, on_failure, groups)?;
-        env.metrics.events_consumed.inc_by(consumed);
-        for (reason, n) in rejected {
-            env.metrics
-                .events_rejected
-                .with_label_values(&[reason.as_str()])
-                .inc_by(n);
-        }
-        self.pending.events_since_barrier += consumed;
-        self.pending.uncommitted += consumed;
-        env.metrics
-            .uncommitted_events
-            .set(i64::try_from(self.pending.uncommitted).unwrap_or(i64::MAX));
-        Ok(full)
     }
 }
 
@@ -138,6 +218,11 @@ impl ConsumerActor {
         };
         if inc.phase.shutting_down() {
             return;
+        }
+        if inc.end_of_input() {
+            log::info!("Read every line of the input; writing the final checkpoint.");
+            let step = inc.phase.shutdown();
+            return self.advance(step, ctx);
         }
         let early = inc.pending.events_since_barrier >= cfg.checkpoint_events;
         let paused = inc.pending.uncommitted >= cfg.max_uncommitted_events;

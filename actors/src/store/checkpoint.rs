@@ -64,10 +64,11 @@ pub fn write_checkpoint(
         let letters: Vec<NewDeadLetter<'_>> = cp
             .dead_letters
             .iter()
-            .map(|d| NewDeadLetter {
-                topic: &cp.topic,
-                partition: d.partition,
-                kafka_offset: d.offset,
+            .map(|d| (cp.dead_letter_origin(d), d))
+            .map(|((topic, partition, kafka_offset), d)| NewDeadLetter {
+                topic,
+                partition,
+                kafka_offset,
                 reason: d.reason.as_str(),
                 error: &d.error,
                 payload: &d.payload,

@@ -250,6 +250,16 @@ impl StreamWindows {
         }
     }
 
+    /// Closes every open window, as the end of a bounded input does: the
+    /// watermark moves to the end of the last open window, no further, so
+    /// later input for later windows is not late.
+    pub fn close_all(&mut self) {
+        if let Some((start, _)) = self.open.last() {
+            let end = *start + WINDOW;
+            self.advance_watermark(end);
+        }
+    }
+
     /// The open window starting at `start`, created if needed.
     fn window_mut(&mut self, start: DateTime<Utc>) -> &mut MinuteAgg {
         let i = match self.open.binary_search_by_key(&start, |(s, _)| *s) {

@@ -1,0 +1,255 @@
+//! The file source: JSON-lines files (plain or gzip) read once, in the
+//! given order, as one log. A line's [`LinePosition`] is its offset, so the
+//! position is committed with the results like a Kafka offset and a rerun
+//! resumes at the first line not committed.
+//!
+//! Resuming reads the current file from its start and skips the committed
+//! lines (a gzip stream cannot seek, and line numbers must stay true for
+//! dead letters): a one-off cost per start, proportional to the position in
+//! one file.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use flate2::read::MultiGzDecoder;
+
+use crate::lines::{event_text, LinePosition};
+
+/// Read buffer of each file.
+const READ_BUFFER: usize = 1 << 20;
+
+/// A file could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct ReadError {
+    /// The file.
+    pub path: PathBuf,
+    /// What went wrong.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Lines read in one batch: their text in one buffer, and where each is.
+#[derive(Debug, Default)]
+pub(super) struct LineBatch {
+    /// The batch's event texts, back to back.
+    pub buf: Vec<u8>,
+    /// Each event's bytes in `buf` and its position.
+    pub lines: Vec<(Range<usize>, LinePosition)>,
+}
+
+/// Counts the bytes read from a file, for the progress bar.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The files of a source and the next line to read.
+pub(super) struct FileSource {
+    paths: Vec<PathBuf>,
+    /// The file being read, positioned at `next`.
+    open: Option<Box<dyn BufRead>>,
+    next: LinePosition,
+    /// Bytes of the files read so far (compressed bytes for gzip).
+    read_bytes: Arc<AtomicU64>,
+}
+
+impl FileSource {
+    /// A source over `paths`, counting the bytes it reads in `read_bytes`.
+    pub fn new(paths: Vec<PathBuf>, read_bytes: Arc<AtomicU64>) -> Self {
+        FileSource {
+            paths,
+            open: None,
+            next: LinePosition::START,
+            read_bytes,
+        }
+    }
+
+    /// Positions the source at `next` (a committed next offset's position):
+    /// the lines before it in its file are read and skipped.
+    pub fn seek(&mut self, next: LinePosition) -> Result<(), ReadError> {
+        self.read_bytes.store(0, Ordering::Relaxed);
+        for path in self.paths.iter().take(next.file) {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            self.read_bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        self.open = None;
+        self.next = LinePosition {
+            file: next.file,
+            line: 1,
+        };
+        let Some(path) = self.paths.get(next.file) else {
+            return Ok(());
+        };
+        let mut reader = open(path, &self.read_bytes)?;
+        let mut skipped = Vec::new();
+        while self.next.line < next.line {
+            skipped.clear();
+            let n = reader
+                .read_until(b'\n', &mut skipped)
+                .map_err(|source| read_error(path, source))?;
+            if n == 0 {
+                log::warn!(
+                    "{} ends at line {} but line {} was committed; was it truncated?",
+                    path.display(),
+                    self.next.line - 1,
+                    next.line - 1
+                );
+                break;
+            }
+            self.next.line += 1;
+        }
+        self.open = Some(reader);
+        Ok(())
+    }
+
+    /// Reads up to `max` events into `batch` (emptied first). `Ok(true)`
+    /// when the end of the last file is reached.
+    pub fn read_batch(&mut self, batch: &mut LineBatch, max: usize) -> Result<bool, ReadError> {
+        batch.buf.clear();
+        batch.lines.clear();
+        while batch.lines.len() < max {
+            let reader = match &mut self.open {
+                Some(reader) => reader,
+                None => {
+                    let Some(path) = self.paths.get(self.next.file) else {
+                        return Ok(true);
+                    };
+                    self.open.insert(open(path, &self.read_bytes)?)
+                }
+            };
+            let start = batch.buf.len();
+            let n = reader
+                .read_until(b'\n', &mut batch.buf)
+                .map_err(|source| read_error(&self.paths[self.next.file], source))?;
+            if n == 0 {
+                self.open = None;
+                self.next = LinePosition {
+                    file: self.next.file + 1,
+                    line: 1,
+                };
+                continue;
+            }
+            let position = self.next;
+            self.next.line += 1;
+            let line = &batch.buf[start..];
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            match event_text(line) {
+                Some(text) => {
+                    let end = start + text.len();
+                    batch.lines.push((start..end, position));
+                    batch.buf.truncate(end);
+                }
+                None => batch.buf.truncate(start),
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn read_error(path: &Path, source: io::Error) -> ReadError {
+    ReadError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Opens a file for reading, through a gzip decoder if its name ends in `.gz`.
+fn open(path: &Path, read_bytes: &Arc<AtomicU64>) -> Result<Box<dyn BufRead>, ReadError> {
+    let file = File::open(path).map_err(|source| read_error(path, source))?;
+    let counted = Counting {
+        inner: file,
+        read: read_bytes.clone(),
+    };
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    Ok(if gzip {
+        Box::new(BufReader::with_capacity(
+            READ_BUFFER,
+            MultiGzDecoder::new(BufReader::with_capacity(READ_BUFFER, counted)),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(READ_BUFFER, counted))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn read_all(source: &mut FileSource) -> Vec<(String, LinePosition)> {
+        let mut out = Vec::new();
+        let mut batch = LineBatch::default();
+        loop {
+            let end = source.read_batch(&mut batch, 2).expect("readable");
+            for (range, pos) in &batch.lines {
+                out.push((
+                    String::from_utf8_lossy(&batch.buf[range.clone()]).into_owned(),
+                    *pos,
+                ));
+            }
+            if end {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn plain_and_gzip_files_read_as_one_log_and_resume_at_a_position() {
+        let dir = std::env::temp_dir().join(format!("streamstats-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let plain = dir.join("a.jsonl");
+        std::fs::write(&plain, "a1\n\na3\r\na4").expect("write");
+        let gz = dir.join("b.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(&gz).expect("create"),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(b"b1\nb2\n").expect("gzip");
+        enc.finish().expect("gzip end");
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut source = FileSource::new(vec![plain.clone(), gz.clone()], bytes.clone());
+        let all = read_all(&mut source);
+        let pos = |file, line| LinePosition { file, line };
+        assert_eq!(
+            all,
+            vec![
+                ("a1".into(), pos(0, 1)),
+                ("a3".into(), pos(0, 3)),
+                ("a4".into(), pos(0, 4)),
+                ("b1".into(), pos(1, 1)),
+                ("b2".into(), pos(1, 2)),
+            ]
+        );
+        let total = std::fs::metadata(&plain).expect("meta").len()
+            + std::fs::metadata(&gz).expect("meta").len();
+        assert_eq!(bytes.load(Ordering::Relaxed), total);
+        for (i, (_, at)) in all.iter().enumerate() {
+            let mut source = FileSource::new(vec![plain.clone(), gz.clone()], bytes.clone());
+            source.seek(*at).expect("seek");
+            assert_eq!(
+                read_all(&mut source),
+                all[i..].to_vec(),
+                "resumed at {at:?}"
+            );
+        }
+        let mut source = FileSource::new(vec![plain, gz], bytes);
+        source
+            .seek(pos(1, 3))
+            .expect("seek past the end of the last file");
+        assert!(read_all(&mut source).is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
