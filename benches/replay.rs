@@ -4,7 +4,8 @@
 //! for a plain file and for the same events gzipped.
 //!
 //! Run: `cargo bench --bench replay` (EVENTS=n, default 2,000,000;
-//! STREAMS=n, default 25).
+//! STREAMS=n, default 25; PERF_OUT=file records a `perf` profile of each
+//! replay, the CPU figures then include perf's own).
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -34,7 +35,17 @@ struct Run {
 /// Replays `path` into `db`, sampling the process until it exits.
 fn replay(db: &str, path: &Path) -> Run {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamstats"))
+    // PERF_OUT=path: record a profile of the replay with linux-perf.
+    let mut cmd = match std::env::var("PERF_OUT") {
+        Ok(out) => {
+            let mut perf = Command::new("perf");
+            perf.args(["record", "-F", "499", "-g", "-o", &out, "--"])
+                .arg(env!("CARGO_BIN_EXE_streamstats"));
+            perf
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_streamstats")),
+    };
+    let mut child = cmd
         .arg("replay")
         .arg(path)
         .env("DATABASE_URL", db)

@@ -12,6 +12,12 @@ mod stack;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: events are parsed on the consumer's
+/// thread and freed on the window actors', and glibc's arenas spent about
+/// half of a replay's CPU on such cross-thread frees (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use cli::{Cli, Command};

@@ -18,6 +18,7 @@ pub mod event;
 #[cfg(test)]
 mod event_fuzz;
 pub mod generator;
+pub mod hash;
 pub mod lines;
 pub mod messages;
 pub mod metrics;

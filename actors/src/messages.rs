@@ -1,5 +1,8 @@
 //! The messages between the pipeline's actors.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use actix::Message;
 use chrono::{DateTime, Utc};
 
@@ -12,20 +15,28 @@ use crate::window::Changes;
 pub struct Envelope {
     /// The parsed event.
     pub event: Event,
-    /// Kafka partition.
+    /// Partition (0 for a file source).
     pub partition: i32,
-    /// Kafka offset.
+    /// Offset (a file source's line position).
     pub offset: i64,
-    /// The raw payload.
-    pub payload: Vec<u8>,
-    /// The raw key.
-    pub key: Option<Vec<u8>>,
+    /// Where its raw payload is in the batch's [`EventBatch::payloads`].
+    pub payload: Range<usize>,
+    /// It came with a Kafka key (which, being valid, is its `stream_id`).
+    pub keyed: bool,
 }
 
-/// One poll batch's events of one stream, in log order.
+/// One poll batch's events of one stream, in log order, with the raw
+/// payloads of the whole batch in one buffer that every stream's message
+/// shares: a late event's dead letter copies its bytes out, nothing else
+/// copies or allocates per event.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct EventBatch(pub Vec<Envelope>);
+pub struct EventBatch {
+    /// The stream's events.
+    pub events: Vec<Envelope>,
+    /// The payloads of the poll batch the events came in.
+    pub payloads: Arc<Vec<u8>>,
+}
 
 /// Checkpoint barrier: answer on `reply` with everything changed since the
 /// last one, after first moving the watermark to `idle_watermark` if given.

@@ -113,7 +113,7 @@ impl Handler<EventBatch> for WindowActor {
         }
         let result = catch(|| {
             self.faults.tick(ActorKind::Window, 1);
-            for env in batch.0 {
+            for env in batch.events {
                 self.applied_up_to = self.applied_up_to.max(Some(env.offset));
                 if self.model.apply(&env.event, self.allowed_lateness) == Applied::Late {
                     self.late.push(DeadLetter {
@@ -126,8 +126,8 @@ impl Handler<EventBatch> for WindowActor {
                             env.event.stream_id,
                             self.model.watermark()
                         ),
-                        payload: env.payload,
-                        key: env.key,
+                        payload: batch.payloads.get(env.payload).unwrap_or_default().to_vec(),
+                        key: env.keyed.then(|| env.event.stream_id.clone().into_bytes()),
                     });
                 }
             }
@@ -182,8 +182,16 @@ mod tests {
             event: Event::parse(payload, now).expect("valid event"),
             partition: 0,
             offset,
-            payload: payload.to_vec(),
-            key: Some(b"s".to_vec()),
+            payload: 0..payload.len(),
+            keyed: true,
+        }
+    }
+
+    fn batch(events: Vec<Envelope>) -> EventBatch {
+        let payload = br#"{"event_id":"e","ts":"2025-12-31T23:59:00Z","event_type":"stream_start","stream_id":"s"}"#;
+        EventBatch {
+            events,
+            payloads: std::sync::Arc::new(payload.to_vec()),
         }
     }
 
@@ -209,7 +217,7 @@ mod tests {
         let model = StreamWindows::new("s");
         let addr =
             WindowActor::new(model, 0, TimeDelta::minutes(10), 1, sink, Faults::default()).start();
-        addr.do_send(EventBatch(vec![envelope(5), envelope(6)]));
+        addr.do_send(batch(vec![envelope(5), envelope(6)]));
         let reply = barrier(&addr, 7)
             .await
             .expect("offsets 5 and 6 lie before 7");
@@ -217,7 +225,7 @@ mod tests {
         assert!(reply.changes.state.is_some(), "applied events are stored");
         let quiet = barrier(&addr, 7).await.expect("nothing new");
         assert!(quiet.changes.is_empty(), "nothing moved since the last one");
-        addr.do_send(EventBatch(vec![envelope(7)]));
+        addr.do_send(batch(vec![envelope(7)]));
         assert_eq!(
             barrier(&addr, 7)
                 .await
@@ -243,7 +251,7 @@ mod tests {
             Faults::default(),
         )
         .start();
-        addr.do_send(EventBatch(vec![envelope(0)]));
+        addr.do_send(batch(vec![envelope(0)]));
         barrier(&addr, 1).await.expect("answers");
         let (reply, mut answer) = tokio::sync::mpsc::unbounded_channel();
         let wm = DateTime::parse_from_rfc3339("2025-12-31T23:59:30Z")

@@ -1,6 +1,6 @@
 //! One incarnation of the consumer: everything a restart drops at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use super::file_source::{FileSource, LineBatch};
 use super::{Env, PipelineContext, RestoreError};
 use crate::checkpoint::{DeadLetter, Phase, Restored};
+use crate::hash::FastMap;
 use crate::messages::{Envelope, EventBatch, WindowFailed};
 use crate::store;
 use crate::window::StreamWindows;
@@ -70,7 +71,7 @@ pub(super) struct Incarnation {
     pub epoch: u64,
     /// Assigned partitions and their positions.
     pub partitions: BTreeMap<i32, Position>,
-    pub streams: HashMap<String, StreamEntry>,
+    pub streams: FastMap<String, StreamEntry>,
     pub pending: Pending,
     pub phase: Phase,
     /// Self-assignment: the partitions are claimed and assigned.
@@ -93,7 +94,7 @@ impl Incarnation {
             owner,
             epoch: 0,
             partitions: BTreeMap::new(),
-            streams: HashMap::new(),
+            streams: FastMap::default(),
             pending: Pending::default(),
             phase: Phase::Idle,
             claimed: false,
@@ -159,7 +160,8 @@ impl Incarnation {
         &mut self,
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
-        groups: HashMap<String, Vec<Envelope>>,
+        groups: FastMap<String, Vec<Envelope>>,
+        payloads: &Arc<Vec<u8>>,
     ) -> Result<(), RestoreError> {
         let unknown: Vec<String> = groups
             .keys()
@@ -188,7 +190,10 @@ impl Incarnation {
                 entry.touched = true;
                 entry.evict = false;
                 entry.last_event = now;
-                entry.addr.do_send(EventBatch(events));
+                entry.addr.do_send(EventBatch {
+                    events,
+                    payloads: payloads.clone(),
+                });
             }
         }
         env.metrics

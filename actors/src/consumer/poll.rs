@@ -3,28 +3,37 @@
 //! actors; assignment changes observed during a Kafka poll are applied in
 //! log order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
+use std::ops::Range;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::Message as _;
 
+use super::file_source::LineBatch;
 use super::incarnation::{Incarnation, Input};
 use super::{
     AssignmentEvent, ConsumerActor, ConsumerError, Env, Lifecycle, PipelineContext, Poll,
     IDLE_POLL, MAX_BATCH,
 };
 use crate::checkpoint::DeadLetter;
-use crate::event::{Event, RejectReason};
+use crate::event::{Event, RejectReason, Rejection};
+use crate::hash::FastMap;
+use crate::lines::LinePosition;
 use crate::messages::{Envelope, WindowFailed};
 use crate::supervise::ActorKind;
 
 /// Lines read from files in one batch: more than a Kafka batch, since
 /// nothing else waits on the consumer while it reads.
 const MAX_FILE_BATCH: usize = 20_000;
+
+/// Lines from which a batch is parsed on two threads.
+const PARALLEL_PARSE_MIN: usize = 2_000;
 
 /// One message or line, with what its dead letter would need.
 struct Record<'a> {
@@ -38,12 +47,24 @@ struct Record<'a> {
     log_time: Option<DateTime<Utc>>,
 }
 
-/// One batch being built: valid events grouped by stream, and counts.
+/// One batch being built: valid events grouped by stream, their payloads
+/// in one buffer, and counts.
 #[derive(Default)]
 struct Batch {
-    groups: HashMap<String, Vec<Envelope>>,
+    groups: FastMap<String, Vec<Envelope>>,
+    payloads: Vec<u8>,
     consumed: u64,
     rejected: BTreeMap<RejectReason, u64>,
+}
+
+impl Batch {
+    /// Hands the grouped events over with their payloads; the batch keeps
+    /// its counts and starts a new payload buffer.
+    fn take_groups(&mut self) -> (FastMap<String, Vec<Envelope>>, Arc<Vec<u8>>) {
+        let capacity = self.payloads.capacity();
+        let payloads = std::mem::replace(&mut self.payloads, Vec::with_capacity(capacity));
+        (std::mem::take(&mut self.groups), Arc::new(payloads))
+    }
 }
 
 impl Incarnation {
@@ -61,7 +82,8 @@ impl Incarnation {
             }
             Input::Files(_) => self.read_files(env, &mut batch)?,
         };
-        self.dispatch(env, on_failure, batch.groups)?;
+        let (groups, payloads) = batch.take_groups();
+        self.dispatch(env, on_failure, groups, &payloads)?;
         env.metrics.events_consumed.inc_by(batch.consumed);
         for (reason, n) in batch.rejected {
             env.metrics
@@ -92,6 +114,7 @@ impl Incarnation {
                     AssignmentEvent::Failed(error) => return Err(error.into()),
                     AssignmentEvent::Revoked => {
                         batch.groups.clear();
+                        batch.payloads.clear();
                         self.revoke_all(env);
                     }
                     AssignmentEvent::Assigned {
@@ -99,7 +122,8 @@ impl Incarnation {
                         partitions,
                         restored,
                     } => {
-                        self.dispatch(env, on_failure, std::mem::take(&mut batch.groups))?;
+                        let (groups, payloads) = batch.take_groups();
+                        self.dispatch(env, on_failure, groups, &payloads)?;
                         self.restore(env, on_failure, epoch, &partitions, restored)?;
                     }
                 }
@@ -129,7 +153,7 @@ impl Incarnation {
                 payload: msg.payload().unwrap_or_default(),
                 log_time,
             };
-            self.take(env, batch, record);
+            self.take_parsed(env, batch, record, None);
         }
         Ok(true)
     }
@@ -144,16 +168,17 @@ impl Incarnation {
         let ended = files.read_batch(&mut lines, MAX_FILE_BATCH)?;
         // A file has no log clock: the time it is read bounds event times,
         // so a far-future `ts` cannot silence a stream of a backfill.
-        let read_at = Utc::now();
-        for (range, position) in &lines.lines {
+        let read_at = Some(Utc::now());
+        let parsed = parse_on_two_threads(&lines, read_at, env.cfg.max_future_skew);
+        for ((range, position), parsed) in lines.lines.iter().zip(parsed) {
             let record = Record {
                 partition: 0,
                 offset: position.offset(),
                 key: None,
                 payload: &lines.buf[range.clone()],
-                log_time: Some(read_at),
+                log_time: read_at,
             };
-            self.take(env, batch, record);
+            self.take_parsed(env, batch, record, Some(parsed));
         }
         if let Some(pos) = self.partitions.get_mut(&0) {
             pos.at_eof = ended;
@@ -163,8 +188,15 @@ impl Incarnation {
         Ok(full)
     }
 
-    /// Counts one record and parses it into the batch or a dead letter.
-    fn take(&mut self, env: &Env, batch: &mut Batch, record: Record<'_>) {
+    /// Counts one record and adds it to the batch or the dead letters,
+    /// parsing it unless `parsed` already holds the outcome.
+    fn take_parsed(
+        &mut self,
+        env: &Env,
+        batch: &mut Batch,
+        record: Record<'_>,
+        parsed: Option<Result<Event, Rejection>>,
+    ) {
         let Some(pos) = self.partitions.get_mut(&record.partition) else {
             // Prefetched before a revoke: not ours to count.
             return;
@@ -178,23 +210,30 @@ impl Incarnation {
         pos.next_offset = Some(record.offset + 1);
         pos.at_eof = false;
         let skew = env.cfg.max_future_skew;
-        let parsed = match record.key {
+        let parsed = parsed.unwrap_or_else(|| match record.key {
             Some(key) => Event::from_message(key, record.payload, record.log_time, skew),
             None => Event::parse_bounded(record.payload, record.log_time, skew),
-        };
-        let key = record.key.flatten().map(<[u8]>::to_vec);
+        });
         match parsed {
-            Ok(event) => batch
-                .groups
-                .entry(event.stream_id.clone())
-                .or_default()
-                .push(Envelope {
-                    event,
+            Ok(event) => {
+                let start = batch.payloads.len();
+                batch.payloads.extend_from_slice(record.payload);
+                let envelope = Envelope {
                     partition: record.partition,
                     offset: record.offset,
-                    payload: record.payload.to_vec(),
-                    key,
-                }),
+                    payload: start..batch.payloads.len(),
+                    keyed: record.key.is_some(),
+                    event,
+                };
+                // The stream's id is copied once per batch, not per event.
+                match batch.groups.get_mut(&envelope.event.stream_id) {
+                    Some(events) => events.push(envelope),
+                    None => {
+                        let stream_id = envelope.event.stream_id.clone();
+                        batch.groups.insert(stream_id, vec![envelope]);
+                    }
+                }
+            }
             Err(rejection) => {
                 *batch.rejected.entry(rejection.reason).or_default() += 1;
                 self.pending.dead_letters.push(DeadLetter {
@@ -203,11 +242,39 @@ impl Incarnation {
                     reason: rejection.reason,
                     error: rejection.detail,
                     payload: record.payload.to_vec(),
-                    key,
+                    key: record.key.flatten().map(<[u8]>::to_vec),
                 });
             }
         }
     }
+}
+
+/// Parses a batch of lines, the second half on a scoped helper thread: the
+/// parse is most of the consumer's work, and the window actors' thread
+/// alone does not use the second core.
+fn parse_on_two_threads(
+    lines: &LineBatch,
+    log_time: Option<DateTime<Utc>>,
+    skew: TimeDelta,
+) -> Vec<Result<Event, Rejection>> {
+    let parse = |part: &[(Range<usize>, LinePosition)]| -> Vec<Result<Event, Rejection>> {
+        part.iter()
+            .map(|(range, _)| Event::parse_bounded(&lines.buf[range.clone()], log_time, skew))
+            .collect()
+    };
+    if lines.lines.len() < PARALLEL_PARSE_MIN {
+        return parse(&lines.lines);
+    }
+    let (first, second) = lines.lines.split_at(lines.lines.len() / 2);
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| parse(second));
+        let mut parsed = parse(first);
+        match helper.join() {
+            Ok(rest) => parsed.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        parsed
+    })
 }
 
 impl ConsumerActor {

@@ -6,7 +6,7 @@
 //! statement per kind of change, never one per stream); a restore reads
 //! the same tables back into the window model for a batch of streams.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -19,6 +19,7 @@ use super::schema::{
 };
 use super::Result;
 use crate::checkpoint::Increments;
+use crate::hash::FastSet;
 use crate::window::{MinuteAgg, StreamStateRow, StreamWindows, WindowRow, WINDOW};
 
 /// Writes one checkpoint's presence-set and chatter increments.
@@ -139,7 +140,7 @@ pub fn load_streams(
             .filter(wc::stream_id.eq_any(&with_open))
             .select((wc::stream_id, wc::window_start, wc::user_id))
             .load(conn)?;
-        let mut by_window: HashMap<(String, DateTime<Utc>), HashSet<String>> = HashMap::new();
+        let mut by_window: HashMap<(String, DateTime<Utc>), FastSet<String>> = HashMap::new();
         for (stream, start, user) in chatters {
             by_window.entry((stream, start)).or_default().insert(user);
         }
@@ -156,7 +157,7 @@ pub fn load_streams(
         .filter(sv::stream_id.eq_any(stream_ids))
         .select((sv::stream_id, sv::user_id))
         .load(conn)?;
-    let mut sets: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut sets: HashMap<String, FastSet<String>> = HashMap::new();
     for (stream, user) in viewers {
         sets.entry(stream).or_default().insert(user);
     }

@@ -1,7 +1,7 @@
 //! One stream's one-minute window: the partial aggregate while it is open
 //! and the row it becomes in `stream_metrics_minute`.
 
-use std::collections::HashSet;
+use crate::hash::FastSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub struct MinuteAgg {
     /// Size of the stream's viewer set right after the last event applied here.
     pub active_viewers: i64,
     /// Distinct users who chatted in the window.
-    pub chatters: HashSet<String>,
+    pub chatters: FastSet<String>,
 }
 
 impl MinuteAgg {
@@ -71,7 +71,7 @@ impl MinuteAgg {
     }
 
     /// The aggregate an open window's stored row and chatters describe.
-    pub fn from_row(row: &WindowRow, chatters: HashSet<String>) -> Self {
+    pub fn from_row(row: &WindowRow, chatters: FastSet<String>) -> Self {
         MinuteAgg {
             events: row.events,
             viewer_joins: row.viewer_joins,

@@ -1,7 +1,9 @@
 //! One stream's state: presence set, watermark, open windows, and what
 //! changed in them since the last checkpoint.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::hash::FastSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -88,7 +90,7 @@ impl Changes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamWindows {
     stream_id: String,
-    viewers: HashSet<String>,
+    viewers: FastSet<String>,
     is_live: bool,
     last_event_at: Option<DateTime<Utc>>,
     /// Windows ending at or before this instant are final.
@@ -111,8 +113,8 @@ pub struct StreamWindows {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ViewerSets {
     cleared: bool,
-    added: HashSet<String>,
-    removed: HashSet<String>,
+    added: FastSet<String>,
+    removed: FastSet<String>,
 }
 
 impl StreamWindows {
@@ -120,7 +122,7 @@ impl StreamWindows {
     pub fn new(stream_id: impl Into<String>) -> Self {
         StreamWindows {
             stream_id: stream_id.into(),
-            viewers: HashSet::new(),
+            viewers: FastSet::default(),
             is_live: false,
             last_event_at: None,
             watermark: None,
@@ -139,7 +141,7 @@ impl StreamWindows {
     pub fn restore(
         state: &StreamStateRow,
         watermark: Option<DateTime<Utc>>,
-        viewers: HashSet<String>,
+        viewers: FastSet<String>,
         open: BTreeMap<DateTime<Utc>, MinuteAgg>,
     ) -> Self {
         StreamWindows {
