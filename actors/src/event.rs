@@ -5,6 +5,7 @@
 //! exact JSON text and held as integer cents. Timestamps of any offset are
 //! normalised to UTC.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -273,7 +274,7 @@ impl Event {
             MAX_STREAM_ID_CHARS,
         )?;
         let user = || id_field("user_id", required("user_id", wire.user_id)?, MAX_ID_CHARS);
-        let kind = match event_type.as_str() {
+        let kind = match event_type.as_ref() {
             "stream_start" => EventKind::StreamStart,
             "stream_stop" => EventKind::StreamStop,
             "viewer_join" => EventKind::ViewerJoin { user_id: user()? },
@@ -309,9 +310,21 @@ fn required<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<&'a RawValue, R
     raw.ok_or_else(|| reject(RejectReason::MissingField, format!("{name} is required")))
 }
 
-fn string_field(name: &str, raw: &RawValue) -> Result<String, Rejection> {
-    serde_json::from_str::<String>(raw.get())
-        .map_err(|_| reject(RejectReason::WrongType, format!("{name} must be a string")))
+/// A string field's value: borrowed from the payload when the JSON string
+/// has no escapes (the whole payload was already validated as JSON), decoded
+/// otherwise.
+fn string_field<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Rejection> {
+    let text = raw.get();
+    let plain = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|inner| !inner.contains('\\'));
+    match plain {
+        Some(inner) => Ok(Cow::Borrowed(inner)),
+        None => serde_json::from_str::<String>(text)
+            .map(Cow::Owned)
+            .map_err(|_| reject(RejectReason::WrongType, format!("{name} must be a string"))),
+    }
 }
 
 fn id_field(name: &str, raw: &RawValue, max_chars: usize) -> Result<String, Rejection> {
@@ -329,7 +342,7 @@ fn id_field(name: &str, raw: &RawValue, max_chars: usize) -> Result<String, Reje
             format!("{name} contains a NUL character, which Postgres text cannot store"),
         ));
     }
-    Ok(value)
+    Ok(value.into_owned())
 }
 
 fn timestamp(

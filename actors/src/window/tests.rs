@@ -256,8 +256,8 @@ struct Stored {
     rows: std::collections::BTreeMap<DateTime<Utc>, WindowRow>,
     state: Option<StreamStateRow>,
     watermark: Option<DateTime<Utc>>,
-    viewers: std::collections::HashSet<String>,
-    chatters: std::collections::BTreeMap<DateTime<Utc>, std::collections::HashSet<String>>,
+    viewers: crate::hash::FastSet<String>,
+    chatters: std::collections::BTreeMap<DateTime<Utc>, crate::hash::FastSet<String>>,
 }
 
 impl Stored {
@@ -360,4 +360,27 @@ fn increments_restore_the_same_model_at_every_checkpoint() {
         assert!(a.values().all(|r| r.is_final));
         assert_eq!(resumed.state_row(), running.state_row(), "cut {cut}");
     }
+}
+
+#[test]
+fn close_all_finalizes_every_open_window_without_making_later_windows_late() {
+    let mut s = StreamWindows::new("s");
+    assert_eq!(s.apply(&join("18:00:10", "a"), LATENESS), Applied::Applied);
+    assert_eq!(
+        s.apply(&chat("18:05:00", "a", 3), LATENESS),
+        Applied::Applied
+    );
+    assert_eq!(s.open_windows(), 2);
+    s.close_all();
+    assert_eq!(s.open_windows(), 0);
+    let rows = s.take_changes().rows;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.is_final));
+    assert_eq!(s.watermark(), Some(at("18:06:00")));
+    // The closed minutes are final; the next minute is not.
+    assert_eq!(s.apply(&chat("18:05:59", "a", 1), LATENESS), Applied::Late);
+    assert_eq!(
+        s.apply(&chat("18:06:00", "a", 1), LATENESS),
+        Applied::Applied
+    );
 }
