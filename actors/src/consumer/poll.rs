@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use std::ops::Range;
-
 use chrono::{DateTime, TimeDelta, Utc};
+use rayon::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::Message as _;
@@ -24,7 +23,6 @@ use super::{
 use crate::checkpoint::DeadLetter;
 use crate::event::{Event, RejectReason, Rejection};
 use crate::hash::FastMap;
-use crate::lines::LinePosition;
 use crate::messages::{Envelope, WindowFailed};
 use crate::supervise::ActorKind;
 
@@ -32,8 +30,8 @@ use crate::supervise::ActorKind;
 /// nothing else waits on the consumer while it reads.
 const MAX_FILE_BATCH: usize = 20_000;
 
-/// Lines from which a batch is parsed on two threads.
-const PARALLEL_PARSE_MIN: usize = 2_000;
+/// Fewest lines parsed as one piece of parallel work.
+const PARALLEL_PARSE_MIN: usize = 1_000;
 
 /// One message or line, with what its dead letter would need.
 struct Record<'a> {
@@ -169,7 +167,7 @@ impl Incarnation {
         // A file has no log clock: the time it is read bounds event times,
         // so a far-future `ts` cannot silence a stream of a backfill.
         let read_at = Some(Utc::now());
-        let parsed = parse_on_two_threads(&lines, read_at, env.cfg.max_future_skew);
+        let parsed = parse_in_parallel(&lines, read_at, env.cfg.max_future_skew);
         for ((range, position), parsed) in lines.lines.iter().zip(parsed) {
             let record = Record {
                 partition: 0,
@@ -249,32 +247,21 @@ impl Incarnation {
     }
 }
 
-/// Parses a batch of lines, the second half on a scoped helper thread: the
-/// parse is most of the consumer's work, and the window actors' thread
-/// alone does not use the second core.
-fn parse_on_two_threads(
+/// Parses a batch of lines on rayon's pool (one thread per core, kept
+/// across batches): parsing is most of the consumer's work, and the window
+/// actors' thread alone does not use the second core. The results keep the
+/// lines' order.
+fn parse_in_parallel(
     lines: &LineBatch,
     log_time: Option<DateTime<Utc>>,
     skew: TimeDelta,
 ) -> Vec<Result<Event, Rejection>> {
-    let parse = |part: &[(Range<usize>, LinePosition)]| -> Vec<Result<Event, Rejection>> {
-        part.iter()
-            .map(|(range, _)| Event::parse_bounded(&lines.buf[range.clone()], log_time, skew))
-            .collect()
-    };
-    if lines.lines.len() < PARALLEL_PARSE_MIN {
-        return parse(&lines.lines);
-    }
-    let (first, second) = lines.lines.split_at(lines.lines.len() / 2);
-    std::thread::scope(|scope| {
-        let helper = scope.spawn(|| parse(second));
-        let mut parsed = parse(first);
-        match helper.join() {
-            Ok(rest) => parsed.extend(rest),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        parsed
-    })
+    lines
+        .lines
+        .par_iter()
+        .with_min_len(PARALLEL_PARSE_MIN)
+        .map(|(range, _)| Event::parse_bounded(&lines.buf[range.clone()], log_time, skew))
+        .collect()
 }
 
 impl ConsumerActor {
