@@ -150,7 +150,7 @@ fn attempt(
                 next.line,
                 next.file + 1
             );
-            files.seek(next)?;
+            files.start(next, cfg.max_future_skew)?;
         }
     }
     let n = partitions.len();

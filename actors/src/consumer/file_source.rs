@@ -15,9 +15,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use flate2::read::MultiGzDecoder;
+use std::sync::mpsc;
+use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
+use flate2::read::MultiGzDecoder;
+use rayon::prelude::*;
+
+use crate::event::{Event, Rejection};
 use crate::lines::{event_text, LinePosition};
+
+/// Lines read in one batch.
+const BATCH_LINES: usize = 20_000;
+/// Batches read and parsed ahead of the consumer (bounds memory).
+const READ_AHEAD: usize = 2;
+/// Fewest lines parsed as one piece of parallel work.
+const PARALLEL_PARSE_MIN: usize = 1_000;
 
 /// Read buffer of each file.
 const READ_BUFFER: usize = 1 << 20;
@@ -60,7 +73,7 @@ impl<R: Read> Read for Counting<R> {
 pub(super) struct FileSource {
     paths: Vec<PathBuf>,
     /// The file being read, positioned at `next`.
-    open: Option<Box<dyn BufRead>>,
+    open: Option<Box<dyn BufRead + Send>>,
     next: LinePosition,
     /// Bytes of the files read so far (compressed bytes for gzip).
     read_bytes: Arc<AtomicU64>,
@@ -159,6 +172,98 @@ impl FileSource {
     }
 }
 
+/// A batch of lines with each line's parse, in line order.
+pub(super) struct ParsedBatch {
+    pub lines: LineBatch,
+    pub parsed: Vec<Result<Event, Rejection>>,
+    /// When it was read: the log time that bounds its event times.
+    pub read_at: DateTime<Utc>,
+    /// The last file ended with this batch.
+    pub ended: bool,
+}
+
+/// The files of a source, before and after the claim positions them.
+pub(super) enum FileInput {
+    /// Not yet positioned at the committed line.
+    Unpositioned(Box<FileSource>),
+    /// Read and parsed ahead by a thread of its own.
+    Reading(FileReader),
+    /// Positioning failed; the incarnation halts.
+    Failed,
+}
+
+impl FileInput {
+    /// Positions the files at `next` and starts reading ahead.
+    pub fn start(&mut self, next: LinePosition, skew: TimeDelta) -> Result<(), ReadError> {
+        if let FileInput::Unpositioned(source) = std::mem::replace(self, FileInput::Failed) {
+            let mut source = *source;
+            source.seek(next)?;
+            *self = FileInput::Reading(FileReader::start(source, skew));
+        }
+        Ok(())
+    }
+}
+
+/// A thread that reads batches of lines and parses them (on rayon's pool,
+/// one thread per core), `READ_AHEAD` batches ahead of the consumer: the
+/// consumer only counts, groups and dispatches.
+pub(super) struct FileReader {
+    batches: mpsc::Receiver<Result<ParsedBatch, ReadError>>,
+    /// Line buffers handed back for reuse.
+    recycle: mpsc::Sender<LineBatch>,
+}
+
+impl FileReader {
+    fn start(mut source: FileSource, skew: TimeDelta) -> FileReader {
+        let (tx, batches) = mpsc::sync_channel(READ_AHEAD);
+        let (recycle, recycled) = mpsc::channel::<LineBatch>();
+        std::thread::spawn(move || loop {
+            let mut lines = recycled.try_recv().unwrap_or_default();
+            let read = source.read_batch(&mut lines, BATCH_LINES).map(|ended| {
+                let read_at = Utc::now();
+                let parsed = parse_in_parallel(&lines, Some(read_at), skew);
+                ParsedBatch {
+                    lines,
+                    parsed,
+                    read_at,
+                    ended,
+                }
+            });
+            let last = read.as_ref().map_or(true, |b| b.ended);
+            // A send fails when the incarnation is gone: stop reading.
+            if tx.send(read).is_err() || last {
+                return;
+            }
+        });
+        FileReader { batches, recycle }
+    }
+
+    /// The next batch, waiting at most `wait`; `None` if none is ready (or
+    /// the reader finished).
+    pub fn next(&self, wait: Duration) -> Option<Result<ParsedBatch, ReadError>> {
+        self.batches.recv_timeout(wait).ok()
+    }
+
+    /// Hands a batch's line buffer back for reuse.
+    pub fn recycle(&self, lines: LineBatch) {
+        let _ = self.recycle.send(lines);
+    }
+}
+
+/// Parses a batch of lines on rayon's pool; the results keep line order.
+fn parse_in_parallel(
+    lines: &LineBatch,
+    log_time: Option<DateTime<Utc>>,
+    skew: TimeDelta,
+) -> Vec<Result<Event, Rejection>> {
+    lines
+        .lines
+        .par_iter()
+        .with_min_len(PARALLEL_PARSE_MIN)
+        .map(|(range, _)| Event::parse_bounded(&lines.buf[range.clone()], log_time, skew))
+        .collect()
+}
+
 fn read_error(path: &Path, source: io::Error) -> ReadError {
     ReadError {
         path: path.to_owned(),
@@ -167,7 +272,7 @@ fn read_error(path: &Path, source: io::Error) -> ReadError {
 }
 
 /// Opens a file for reading, through a gzip decoder if its name ends in `.gz`.
-fn open(path: &Path, read_bytes: &Arc<AtomicU64>) -> Result<Box<dyn BufRead>, ReadError> {
+fn open(path: &Path, read_bytes: &Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, ReadError> {
     let file = File::open(path).map_err(|source| read_error(path, source))?;
     let counted = Counting {
         inner: file,

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::BaseConsumer;
 
-use super::file_source::{FileSource, LineBatch};
+use super::file_source::FileInput;
 use super::{Env, PipelineContext, RestoreError};
 use crate::checkpoint::{DeadLetter, Phase, Restored};
 use crate::hash::FastMap;
@@ -59,7 +59,7 @@ pub(super) enum Input {
     /// The Kafka client.
     Kafka(Arc<BaseConsumer<PipelineContext>>),
     /// JSON-lines files, read once.
-    Files(Box<FileSource>),
+    Files(FileInput),
 }
 
 /// The consumer's state for one connection to its input.
@@ -83,8 +83,6 @@ pub(super) struct Incarnation {
     pub last_kafka_commit: Option<Instant>,
     /// A failed offset copy to Kafka was already reported.
     pub kafka_commit_warned: bool,
-    /// The file source's line buffer, reused from batch to batch.
-    pub line_batch: LineBatch,
 }
 
 impl Incarnation {
@@ -102,7 +100,6 @@ impl Incarnation {
             refusals: 0,
             last_kafka_commit: None,
             kafka_commit_warned: false,
-            line_batch: LineBatch::default(),
         }
     }
 

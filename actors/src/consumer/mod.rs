@@ -47,7 +47,7 @@ use crate::pipeline::PipelineStatus;
 use crate::store::{self, Pool};
 use crate::supervise::{catch, ActorKind, Backoff, Faults};
 use crate::writer::WriterActor;
-use file_source::FileSource;
+use file_source::{FileInput, FileSource};
 use incarnation::{Incarnation, Input};
 
 /// Most messages taken from librdkafka in one poll batch.
@@ -216,7 +216,7 @@ impl ConsumerActor {
         if let Source::Files(paths) = &cfg.source {
             let files = FileSource::new(paths.clone(), self.env.status.read_bytes());
             log::info!("Reading {} file(s) as source {}.", paths.len(), cfg.topic);
-            let input = Input::Files(Box::new(files));
+            let input = Input::Files(FileInput::Unpositioned(Box::new(files)));
             self.lifecycle = Lifecycle::Running(Box::new(Incarnation::new(input, owner)));
             ctx.notify(Claim);
             return;

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, TimeDelta, Utc};
-use rayon::prelude::*;
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::Message as _;
 
-use super::file_source::LineBatch;
+use super::file_source::{FileInput, ParsedBatch};
 use super::incarnation::{Incarnation, Input};
 use super::{
     AssignmentEvent, ConsumerActor, ConsumerError, Env, Lifecycle, PipelineContext, Poll,
@@ -26,12 +25,8 @@ use crate::hash::FastMap;
 use crate::messages::{Envelope, WindowFailed};
 use crate::supervise::ActorKind;
 
-/// Lines read from files in one batch: more than a Kafka batch, since
-/// nothing else waits on the consumer while it reads.
-const MAX_FILE_BATCH: usize = 20_000;
-
-/// Fewest lines parsed as one piece of parallel work.
-const PARALLEL_PARSE_MIN: usize = 1_000;
+/// Longest wait for the file reader's next batch in one poll.
+const FILE_WAIT: Duration = Duration::from_millis(20);
 
 /// One message or line, with what its dead letter would need.
 struct Record<'a> {
@@ -156,34 +151,38 @@ impl Incarnation {
         Ok(true)
     }
 
-    /// Reads up to `MAX_FILE_BATCH` lines; at the end of the last file the
-    /// partition is marked at its end.
+    /// Takes the next batch the file reader parsed; at the end of the last
+    /// file the partition is marked at its end.
     fn read_files(&mut self, env: &Env, batch: &mut Batch) -> Result<bool, ConsumerError> {
-        let Input::Files(files) = &mut self.input else {
+        let Input::Files(FileInput::Reading(reader)) = &self.input else {
             return Ok(false);
         };
-        let mut lines = std::mem::take(&mut self.line_batch);
-        let ended = files.read_batch(&mut lines, MAX_FILE_BATCH)?;
-        // A file has no log clock: the time it is read bounds event times,
-        // so a far-future `ts` cannot silence a stream of a backfill.
-        let read_at = Some(Utc::now());
-        let parsed = parse_in_parallel(&lines, read_at, env.cfg.max_future_skew);
+        let Some(read) = reader.next(FILE_WAIT) else {
+            return Ok(false);
+        };
+        let ParsedBatch {
+            lines,
+            parsed,
+            read_at,
+            ended,
+        } = read?;
         for ((range, position), parsed) in lines.lines.iter().zip(parsed) {
             let record = Record {
                 partition: 0,
                 offset: position.offset(),
                 key: None,
                 payload: &lines.buf[range.clone()],
-                log_time: read_at,
+                log_time: Some(read_at),
             };
             self.take_parsed(env, batch, record, Some(parsed));
         }
         if let Some(pos) = self.partitions.get_mut(&0) {
             pos.at_eof = ended;
         }
-        let full = lines.lines.len() == MAX_FILE_BATCH;
-        self.line_batch = lines;
-        Ok(full)
+        if let Input::Files(FileInput::Reading(reader)) = &self.input {
+            reader.recycle(lines);
+        }
+        Ok(!ended)
     }
 
     /// Counts one record and adds it to the batch or the dead letters,
@@ -245,23 +244,6 @@ impl Incarnation {
             }
         }
     }
-}
-
-/// Parses a batch of lines on rayon's pool (one thread per core, kept
-/// across batches): parsing is most of the consumer's work, and the window
-/// actors' thread alone does not use the second core. The results keep the
-/// lines' order.
-fn parse_in_parallel(
-    lines: &LineBatch,
-    log_time: Option<DateTime<Utc>>,
-    skew: TimeDelta,
-) -> Vec<Result<Event, Rejection>> {
-    lines
-        .lines
-        .par_iter()
-        .with_min_len(PARALLEL_PARSE_MIN)
-        .map(|(range, _)| Event::parse_bounded(&lines.buf[range.clone()], log_time, skew))
-        .collect()
 }
 
 impl ConsumerActor {
