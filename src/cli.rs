@@ -196,9 +196,10 @@ pub struct ReplayArgs {
     #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(2..=64))]
     pub database_pool_size: u32,
-    /// Progress bar on stderr: `auto` (when it is a terminal), `always` or `never`.
+    /// Progress bar on stderr: `auto` (drawn when stderr is a terminal) or
+    /// `never`; without a bar a progress line is printed every 5 s.
     #[arg(long, env = "REPLAY_PROGRESS", value_name = "REPLAY_PROGRESS", default_value = "auto",
-          value_parser = ["auto", "always", "never"])]
+          value_parser = ["auto", "never"])]
     pub progress: String,
 }
 

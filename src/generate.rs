@@ -48,12 +48,16 @@ pub enum GenerateError {
         path: String,
         source: std::io::Error,
     },
-    /// The async runtime for the admin client could not start.
+    /// The output file could not be written.
     #[error("GEN_OUTPUT: cannot write {path}: {source}")]
     Output {
         path: String,
         source: std::io::Error,
     },
+    /// `--output` needs a bounded count.
+    #[error("GEN_COUNT: --output writes a file, so it needs a message count")]
+    OutputWithoutCount,
+    /// The async runtime for the admin client could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -225,7 +229,7 @@ fn run_to_file(args: &GenerateArgs, path: &Path) -> Result<(), GenerateError> {
     let mut generator = Generator::new(cfg, Utc::now());
     log::info!("Generating to {} (seed {}).", path.display(), args.seed);
     let started = Instant::now();
-    let count = args.count.unwrap_or(0);
+    let count = args.count.ok_or(GenerateError::OutputWithoutCount)?;
     for _ in 0..count {
         let msg = generator.next_message(Utc::now());
         truth.observe_lines(&msg.payload);

@@ -47,6 +47,10 @@ pub enum ReplayError {
     /// Waiting for signals failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// Stopped by a signal before the end of the input (exit status 1, so a
+    /// script can tell an interrupted backfill from a finished one).
+    #[error("stopped before the end of the input; rerun the same command to resume")]
+    Interrupted,
 }
 
 /// Consumer group of every replay's stored positions.
@@ -157,16 +161,15 @@ async fn replay(args: ReplayArgs) -> Result<(), ReplayError> {
     if let Some(error) = status.error() {
         return Err(ReplayError::Halted(error));
     }
-    let verb = if interrupted {
-        "stopped; rerun the same command to resume"
-    } else {
-        "done"
-    };
+    let verb = if interrupted { "stopped" } else { "done" };
     eprintln!(
         "replay {verb}: {events} events in {:.1}s ({:.0} events/s); dead letters: {rejected}; source {source}",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64().max(1e-3),
     );
+    if interrupted {
+        return Err(ReplayError::Interrupted);
+    }
     Ok(())
 }
 

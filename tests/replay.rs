@@ -1,7 +1,8 @@
 //! `streamstats replay`: JSON-lines files, plain and gzip, into the same
 //! tables as `serve`, equal to ground truth computed by reading the same
 //! lines through the same parser and window model; exactly once across
-//! several `kill -9` at random instants; dead letters named by file and line.
+//! several `kill -9` at random instants; dead letters named by file and line;
+//! a stop by SIGTERM exits 1 and resumes.
 
 mod harness;
 
@@ -134,9 +135,12 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
     let postgres = Postgres::start();
     let db = postgres.create_database("replay_kill");
     let dir = tempdir("replay-kill");
-    let path = dir.join("events.jsonl.gz");
-    generate(&Scenario::with_trouble(400_000).seeded(11), &path);
-    let paths = vec![path];
+    // Two files, so that kills also fall near and across the boundary.
+    let first = dir.join("first.jsonl");
+    let second = dir.join("second.jsonl.gz");
+    generate(&Scenario::with_trouble(150_000).seeded(11), &first);
+    generate(&Scenario::with_trouble(250_000).seeded(12), &second);
+    let paths = vec![first, second];
     let expected = truth_of(&paths);
     let mut rng = rand_pcg::Pcg64::seed_from_u64(u64::from(std::process::id()));
     for kill in 1..=3 {
@@ -165,6 +169,23 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
         child.wait().expect("reaped");
         println!("kill {kill}: {} lines committed", committed_messages(&db));
     }
+    // A stop by SIGTERM writes a final checkpoint and says it did not finish.
+    let before = committed_messages(&db);
+    let mut child = replay_command(&db, &paths)
+        .env("MAX_UNCOMMITTED_EVENTS", "20000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("replay starts");
+    harness::wait_for("a further commit", Duration::from_secs(120), || {
+        (committed_messages(&db) > before).then_some(())
+    });
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let stopped = child.wait().expect("reaped");
+    assert_eq!(stopped.code(), Some(1), "an interrupted replay exits 1");
     assert!(replay(&db, &paths).success());
     assert_tables(&db, &expected);
 }

@@ -35,7 +35,7 @@ pub enum Source {
     Kafka,
     /// JSON-lines files (plain or `.gz`), read once in this order as one
     /// log: partition 0 of the source named by `topic`, whose offset
-    /// encodes the file's index and line (see `crate::consumer::files`).
+    /// encodes the file's index and line (see `crate::lines`).
     /// There is no key to check, and an event time is bounded by the
     /// wall clock when its line is read. At the end of the last file every
     /// window is finalized and the pipeline stops.

@@ -46,6 +46,11 @@ pub struct ReadError {
     pub source: io::Error,
 }
 
+/// The file reader thread stopped before the end of the input.
+#[derive(Debug, thiserror::Error)]
+#[error("the file reader thread stopped before the end of the input")]
+pub struct ReaderGone;
+
 /// Lines read in one batch: their text in one buffer, and where each is.
 #[derive(Debug, Default)]
 pub(super) struct LineBatch {
@@ -114,13 +119,12 @@ impl FileSource {
                 .read_until(b'\n', &mut skipped)
                 .map_err(|source| read_error(path, source))?;
             if n == 0 {
-                log::warn!(
-                    "{} ends at line {} but line {} was committed; was it truncated?",
-                    path.display(),
+                let changed = io::Error::other(format!(
+                    "it ends at line {} but line {} was committed: the file changed since (replay it under another --source)",
                     self.next.line - 1,
                     next.line - 1
-                );
-                break;
+                ));
+                return Err(read_error(path, changed));
             }
             self.next.line += 1;
         }
@@ -195,6 +199,9 @@ pub(super) enum FileInput {
 impl FileInput {
     /// Positions the files at `next` and starts reading ahead.
     pub fn start(&mut self, next: LinePosition, skew: TimeDelta) -> Result<(), ReadError> {
+        if !matches!(self, FileInput::Unpositioned(_)) {
+            return Ok(());
+        }
         if let FileInput::Unpositioned(source) = std::mem::replace(self, FileInput::Failed) {
             let mut source = *source;
             source.seek(next)?;
@@ -238,10 +245,18 @@ impl FileReader {
         FileReader { batches, recycle }
     }
 
-    /// The next batch, waiting at most `wait`; `None` if none is ready (or
-    /// the reader finished).
-    pub fn next(&self, wait: Duration) -> Option<Result<ParsedBatch, ReadError>> {
-        self.batches.recv_timeout(wait).ok()
+    /// The next batch, waiting at most `wait`: `Ok(None)` if none is ready
+    /// yet, `Err` if the reader thread is gone (it stops after the batch
+    /// that ends the input, so gone before that means it panicked).
+    pub fn next(
+        &self,
+        wait: Duration,
+    ) -> Result<Option<Result<ParsedBatch, ReadError>>, ReaderGone> {
+        match self.batches.recv_timeout(wait) {
+            Ok(batch) => Ok(Some(batch)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ReaderGone),
+        }
     }
 
     /// Hands a batch's line buffer back for reuse.

@@ -98,6 +98,9 @@ pub enum ConsumerError {
     /// An input file could not be read.
     #[error(transparent)]
     Read(#[from] file_source::ReadError),
+    /// The file reader thread died (a panic); the restart starts another.
+    #[error(transparent)]
+    ReaderGone(#[from] file_source::ReaderGone),
 }
 
 /// Why partitions could not be taken over.

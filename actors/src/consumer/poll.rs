@@ -157,7 +157,7 @@ impl Incarnation {
         let Input::Files(FileInput::Reading(reader)) = &self.input else {
             return Ok(false);
         };
-        let Some(read) = reader.next(FILE_WAIT) else {
+        let Some(read) = reader.next(FILE_WAIT)? else {
             return Ok(false);
         };
         let ParsedBatch {
