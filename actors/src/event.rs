@@ -370,7 +370,7 @@ fn timestamp(
             return Err(reject(
                 RejectReason::TimestampOutOfRange,
                 format!(
-                    "ts {:?} is more than {}s ahead of the message timestamp {}",
+                    "ts {:?} is more than {}s ahead of its log time {} (the Kafka message timestamp, or when its line was read)",
                     truncate(&text),
                     max_future_skew.num_seconds(),
                     log_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
