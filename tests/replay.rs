@@ -18,7 +18,7 @@ use diesel::sql_types::{BigInt, Text};
 use harness::{actual, committed_messages, Postgres, Scenario};
 use rand::{Rng, SeedableRng};
 use streamstats_actors::event::Event;
-use streamstats_actors::lines::event_lines;
+use streamstats_actors::lines::{event_lines, LinePosition};
 use streamstats_actors::truth::{Expected, Truth};
 
 /// Writes `scenario` to `path` with `streamstats generate --output`.
@@ -138,8 +138,8 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
     // Two files, so that kills also fall near and across the boundary.
     let first = dir.join("first.jsonl");
     let second = dir.join("second.jsonl.gz");
-    generate(&Scenario::with_trouble(150_000).seeded(11), &first);
-    generate(&Scenario::with_trouble(250_000).seeded(12), &second);
+    generate(&Scenario::with_trouble(30_000).seeded(11), &first);
+    generate(&Scenario::with_trouble(370_000).seeded(12), &second);
     let paths = vec![first, second];
     let expected = truth_of(&paths);
     let mut rng = rand_pcg::Pcg64::seed_from_u64(u64::from(std::process::id()));
@@ -167,7 +167,8 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
         );
         child.kill().expect("kill -9");
         child.wait().expect("reaped");
-        println!("kill {kill}: {} lines committed", committed_messages(&db));
+        let position = LinePosition::from_offset(committed_messages(&db)).expect("an offset");
+        println!("kill {kill}: committed up to {position:?}");
     }
     // A stop by SIGTERM writes a final checkpoint and says it did not finish.
     let before = committed_messages(&db);
