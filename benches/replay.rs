@@ -90,17 +90,8 @@ fn main() {
     let gz = dir.join("events.jsonl.gz");
     let mut scenario = Scenario::with_trouble(events);
     scenario.streams = streams;
-    for path in [&plain, &gz] {
-        let status = Command::new(env!("CARGO_BIN_EXE_streamstats"))
-            .arg("generate")
-            .args(scenario.args())
-            .arg("--output")
-            .arg(path)
-            .env("RUST_LOG", "warn")
-            .status()
-            .expect("generate runs");
-        assert!(status.success());
-    }
+    scenario.write_file(&plain);
+    scenario.write_file(&gz);
     let mut truth = Truth::new(TimeDelta::minutes(10), Utc::now());
     truth.observe_lines(&std::fs::read(&plain).expect("readable"));
     let expected = truth.finish();

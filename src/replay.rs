@@ -19,7 +19,7 @@ use streamstats_actors::metrics::Metrics;
 use streamstats_actors::{pipeline, store};
 
 use crate::cli::ReplayArgs;
-use crate::serve::{host_name, migrate, ServeError};
+use crate::serve::{host_name, migrate, wait_for_signal, ServeError};
 
 /// Why a replay did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +141,7 @@ async fn replay(args: ReplayArgs) -> Result<(), ReplayError> {
     };
     let interrupted = tokio::select! {
         () = status.finished() => false,
-        signal = wait_for_signal() => { signal?; true }
+        signal = wait_for_signal() => { signal.map_err(ReplayError::Signals)?; true }
     };
     if interrupted {
         bar.suspend(|| log::info!("Stop requested; writing the final checkpoint."));
@@ -211,15 +211,4 @@ fn summary_of_rejections(metrics: &Metrics) -> String {
     } else {
         parts.join(" ")
     }
-}
-
-async fn wait_for_signal() -> Result<(), ReplayError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(ReplayError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ReplayError::Signals)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

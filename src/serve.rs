@@ -197,7 +197,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     actix_rt::spawn(server);
     log::info!("Serving the API and /prometheus on http://{addr}.");
 
-    wait_for_signal().await?;
+    wait_for_signal().await.map_err(ServeError::Signals)?;
     log::info!("Stop requested; writing the final checkpoint.");
     match tokio::time::timeout(SHUTDOWN_PATIENCE, pipeline.consumer.send(Shutdown)).await {
         Ok(Ok(())) => log::info!("Final checkpoint committed."),
@@ -212,10 +212,11 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<(), ServeError> {
+/// Waits for SIGTERM or SIGINT.
+pub(crate) async fn wait_for_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -21,19 +21,6 @@ use streamstats_actors::event::Event;
 use streamstats_actors::lines::{event_lines, LinePosition};
 use streamstats_actors::truth::{Expected, Truth};
 
-/// Writes `scenario` to `path` with `streamstats generate --output`.
-fn generate(scenario: &Scenario, path: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_streamstats"))
-        .arg("generate")
-        .args(scenario.args())
-        .arg("--output")
-        .arg(path)
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("generate runs");
-    assert!(status.success(), "generate failed: {status}");
-}
-
 /// The bytes of a file as a replay reads them.
 fn contents(path: &Path) -> Vec<u8> {
     let raw = std::fs::read(path).expect("readable");
@@ -95,8 +82,8 @@ fn plain_and_gzip_files_replay_to_ground_truth_with_dead_letters_by_file_and_lin
     let dir = tempdir("replay-files");
     let plain = dir.join("first.jsonl");
     let gz = dir.join("second.jsonl.gz");
-    generate(&Scenario::with_trouble(30_000), &plain);
-    generate(&Scenario::with_trouble(20_000).seeded(7), &gz);
+    Scenario::with_trouble(30_000).write_file(&plain);
+    Scenario::with_trouble(20_000).seeded(7).write_file(&gz);
     let paths = vec![plain.clone(), gz.clone()];
     let expected = truth_of(&paths);
     assert!(expected.dead_letter_total() > 0 && !expected.rows.is_empty());
@@ -138,8 +125,10 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
     // Two files, so that kills also fall near and across the boundary.
     let first = dir.join("first.jsonl");
     let second = dir.join("second.jsonl.gz");
-    generate(&Scenario::with_trouble(30_000).seeded(11), &first);
-    generate(&Scenario::with_trouble(370_000).seeded(12), &second);
+    Scenario::with_trouble(30_000).seeded(11).write_file(&first);
+    Scenario::with_trouble(370_000)
+        .seeded(12)
+        .write_file(&second);
     let paths = vec![first, second];
     let expected = truth_of(&paths);
     let mut rng = rand_pcg::Pcg64::seed_from_u64(u64::from(std::process::id()));

@@ -115,6 +115,20 @@ impl Scenario {
         .collect()
     }
 
+    /// Writes the run as JSON lines to `path` (gzip when it ends in `.gz`)
+    /// with `streamstats generate --output`.
+    pub fn write_file(&self, path: &Path) {
+        let status = Command::new(env!("CARGO_BIN_EXE_streamstats"))
+            .arg("generate")
+            .args(self.args())
+            .arg("--output")
+            .arg(path)
+            .env("RUST_LOG", "warn")
+            .status()
+            .expect("streamstats generate runs");
+        assert!(status.success(), "streamstats generate failed: {status}");
+    }
+
     /// Produces the run with `streamstats generate` and returns the
     /// expected tables it wrote.
     pub fn produce(&self, broker: &Broker, topic: &str, partitions: i32) -> Expected {
