@@ -115,6 +115,15 @@ fn plain_and_gzip_files_replay_to_ground_truth_with_dead_letters_by_file_and_lin
     // A rerun resumes at the end: nothing changes.
     assert!(replay(&db, &paths).success());
     assert_tables(&db, &expected);
+
+    // A file shorter than its committed position changed since: the rerun
+    // stops with an error naming it instead of resuming on other data.
+    Scenario::with_trouble(100).seeded(7).write_file(&gz);
+    let out = replay_command(&db, &paths).output().expect("replay runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("changed since"), "{stderr}");
+    assert_tables(&db, &expected);
 }
 
 #[test]

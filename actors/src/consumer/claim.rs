@@ -75,9 +75,6 @@ impl ConsumerActor {
                     );
                 }
             }
-            Err(RestoreError::Read(e)) => {
-                return self.halt(format!("the pipeline is halted: {e}"));
-            }
             Err(e) => {
                 if !std::mem::replace(&mut inc.claim_reported, true) {
                     log::warn!(
@@ -150,7 +147,7 @@ fn attempt(
                 next.line,
                 next.file + 1
             );
-            files.start(next, cfg.max_future_skew)?;
+            files.start(next, cfg.max_future_skew);
         }
     }
     let n = partitions.len();

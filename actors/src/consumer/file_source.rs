@@ -192,22 +192,21 @@ pub(super) enum FileInput {
     Unpositioned(Box<FileSource>),
     /// Read and parsed ahead by a thread of its own.
     Reading(FileReader),
-    /// Positioning failed; the incarnation halts.
-    Failed,
+    /// Only while `start` swaps the source into its reader.
+    Started,
 }
 
 impl FileInput {
-    /// Positions the files at `next` and starts reading ahead.
-    pub fn start(&mut self, next: LinePosition, skew: TimeDelta) -> Result<(), ReadError> {
+    /// Starts reading ahead from `next` (positioning the files is the
+    /// reader thread's first step, so a long skip never blocks the
+    /// consumer; a failure arrives as its first batch).
+    pub fn start(&mut self, next: LinePosition, skew: TimeDelta) {
         if !matches!(self, FileInput::Unpositioned(_)) {
-            return Ok(());
+            return;
         }
-        if let FileInput::Unpositioned(source) = std::mem::replace(self, FileInput::Failed) {
-            let mut source = *source;
-            source.seek(next)?;
-            *self = FileInput::Reading(FileReader::start(source, skew));
+        if let FileInput::Unpositioned(source) = std::mem::replace(self, FileInput::Started) {
+            *self = FileInput::Reading(FileReader::start(*source, next, skew));
         }
-        Ok(())
     }
 }
 
@@ -221,25 +220,31 @@ pub(super) struct FileReader {
 }
 
 impl FileReader {
-    fn start(mut source: FileSource, skew: TimeDelta) -> FileReader {
+    fn start(mut source: FileSource, next: LinePosition, skew: TimeDelta) -> FileReader {
         let (tx, batches) = mpsc::sync_channel(READ_AHEAD);
         let (recycle, recycled) = mpsc::channel::<LineBatch>();
-        std::thread::spawn(move || loop {
-            let mut lines = recycled.try_recv().unwrap_or_default();
-            let read = source.read_batch(&mut lines, BATCH_LINES).map(|ended| {
-                let read_at = Utc::now();
-                let parsed = parse_in_parallel(&lines, Some(read_at), skew);
-                ParsedBatch {
-                    lines,
-                    parsed,
-                    read_at,
-                    ended,
-                }
-            });
-            let last = read.as_ref().map_or(true, |b| b.ended);
-            // A send fails when the incarnation is gone: stop reading.
-            if tx.send(read).is_err() || last {
+        std::thread::spawn(move || {
+            if let Err(e) = source.seek(next) {
+                let _ = tx.send(Err(e));
                 return;
+            }
+            loop {
+                let mut lines = recycled.try_recv().unwrap_or_default();
+                let read = source.read_batch(&mut lines, BATCH_LINES).map(|ended| {
+                    let read_at = Utc::now();
+                    let parsed = parse_in_parallel(&lines, Some(read_at), skew);
+                    ParsedBatch {
+                        lines,
+                        parsed,
+                        read_at,
+                        ended,
+                    }
+                });
+                let last = read.as_ref().map_or(true, |b| b.ended);
+                // A send fails when the incarnation is gone: stop reading.
+                if tx.send(read).is_err() || last {
+                    return;
+                }
             }
         });
         FileReader { batches, recycle }

@@ -115,9 +115,6 @@ pub enum RestoreError {
     /// The group coordinator reported a rebalance error.
     #[error("rebalance error: {0}")]
     Rebalance(String),
-    /// An input file could not be read up to its stored position.
-    #[error(transparent)]
-    Read(#[from] file_source::ReadError),
 }
 
 /// Where the consumer is in its life.
