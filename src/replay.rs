@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix_web::web;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use streamstats_actors::config::{PipelineConfig, Source};
 use streamstats_actors::event::RejectReason;
@@ -19,7 +18,7 @@ use streamstats_actors::metrics::Metrics;
 use streamstats_actors::{pipeline, store};
 
 use crate::cli::ReplayArgs;
-use crate::serve::{host_name, migrate, wait_for_signal, ServeError};
+use crate::serve::{check_group, host_name, migrate, wait_for_signal, ServeError};
 
 /// Why a replay did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +99,12 @@ async fn replay(args: ReplayArgs) -> Result<(), ReplayError> {
     let pool =
         store::pool(&args.db.database_url, args.database_pool_size).map_err(ServeError::from)?;
     migrate(pool.clone()).await?;
-    let check = pool.clone();
-    web::block(move || {
-        let mut conn = check.get()?;
-        store::check_group(&mut conn, REPLAY_GROUP)
-    })
-    .await
-    .map_err(|e| ServeError::Migrate(e.to_string()))?
-    .map_err(|e| match e {
-        store::StoreError::OtherGroup { .. } => ReplayError::OtherGroup(e.to_string()),
-        other => ServeError::Migrate(other.to_string()).into(),
-    })?;
+    check_group(pool.clone(), REPLAY_GROUP.to_owned())
+        .await
+        .map_err(|e| match e {
+            ServeError::OtherGroup(reason) => ReplayError::OtherGroup(reason),
+            other => other.into(),
+        })?;
 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry)?;

@@ -34,6 +34,9 @@ pub enum ServeError {
     /// The HTTP metrics middleware could not be built.
     #[error("cannot build the HTTP metrics middleware: {0}")]
     HttpMetrics(String),
+    /// The database holds another consumer group's results.
+    #[error("KAFKA_GROUP_ID: {0}")]
+    OtherGroup(String),
     /// A setting is out of range.
     #[error("{name}: {reason}")]
     Setting { name: &'static str, reason: String },
@@ -138,7 +141,7 @@ pub(crate) async fn migrate(pool: store::Pool) -> Result<(), ServeError> {
 }
 
 /// Start-up refuses a database another consumer group writes to.
-async fn check_group(pool: store::Pool, group_id: String) -> Result<(), ServeError> {
+pub(crate) async fn check_group(pool: store::Pool, group_id: String) -> Result<(), ServeError> {
     web::block(move || {
         let mut conn = pool.get()?;
         store::check_group(&mut conn, &group_id)
@@ -146,10 +149,7 @@ async fn check_group(pool: store::Pool, group_id: String) -> Result<(), ServeErr
     .await
     .map_err(|e| ServeError::Migrate(e.to_string()))?
     .map_err(|e| match e {
-        store::StoreError::OtherGroup { .. } => ServeError::Setting {
-            name: "KAFKA_GROUP_ID",
-            reason: e.to_string(),
-        },
+        store::StoreError::OtherGroup { .. } => ServeError::OtherGroup(e.to_string()),
         other => ServeError::Migrate(other.to_string()),
     })
 }

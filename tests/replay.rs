@@ -8,7 +8,7 @@ mod harness;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -124,6 +124,29 @@ fn plain_and_gzip_files_replay_to_ground_truth_with_dead_letters_by_file_and_lin
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("changed since"), "{stderr}");
     assert_tables(&db, &expected);
+
+    // A database a Kafka consumer group writes to is refused at start-up.
+    let kafka_db = postgres.create_database("replay_kafka");
+    let migrate = Command::new(env!("CARGO_BIN_EXE_streamstats"))
+        .arg("migrate")
+        .env("DATABASE_URL", &kafka_db)
+        .env("RUST_LOG", "warn")
+        .status()
+        .expect("migrate runs");
+    assert!(migrate.success());
+    let mut conn = PgConnection::establish(&kafka_db).expect("connect");
+    diesel::sql_query(
+        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at) \
+         VALUES ('streamstats', 'stream.events', 0, 5, now())",
+    )
+    .execute(&mut conn)
+    .expect("a Kafka group's offset");
+    let out = replay_command(&kafka_db, &paths)
+        .output()
+        .expect("replay runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("database of its own"), "{stderr}");
 }
 
 #[test]
@@ -143,19 +166,12 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(u64::from(std::process::id()));
     for kill in 1..=3 {
         let before = committed_messages(&db);
-        let mut child = replay_command(&db, &paths)
-            // Small checkpoints: many commits to be killed between.
-            .env("MAX_UNCOMMITTED_EVENTS", "20000")
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("replay starts");
+        let mut child = spawn_with_small_checkpoints(&db, &paths);
         // Kill during start-up once, then after further commits.
         let delay = if kill == 1 {
             Duration::from_millis(rng.random_range(50..400))
         } else {
-            harness::wait_for("a further commit", Duration::from_secs(120), || {
-                (committed_messages(&db) > before).then_some(())
-            });
+            wait_for_commit_past(&db, before);
             Duration::from_millis(rng.random_range(0..300))
         };
         std::thread::sleep(delay);
@@ -170,14 +186,8 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
     }
     // A stop by SIGTERM writes a final checkpoint and says it did not finish.
     let before = committed_messages(&db);
-    let mut child = replay_command(&db, &paths)
-        .env("MAX_UNCOMMITTED_EVENTS", "20000")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("replay starts");
-    harness::wait_for("a further commit", Duration::from_secs(120), || {
-        (committed_messages(&db) > before).then_some(())
-    });
+    let mut child = spawn_with_small_checkpoints(&db, &paths);
+    wait_for_commit_past(&db, before);
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -187,6 +197,22 @@ fn replay_killed_three_times_at_random_instants_resumes_exactly_once() {
     assert_eq!(stopped.code(), Some(1), "an interrupted replay exits 1");
     assert!(replay(&db, &paths).success());
     assert_tables(&db, &expected);
+}
+
+/// A replay with small checkpoints: many commits to be stopped between.
+fn spawn_with_small_checkpoints(db: &str, paths: &[PathBuf]) -> Child {
+    replay_command(db, paths)
+        .env("MAX_UNCOMMITTED_EVENTS", "20000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("replay starts")
+}
+
+/// Waits until the committed position moved past `before`.
+fn wait_for_commit_past(db: &str, before: i64) {
+    harness::wait_for("a further commit", Duration::from_secs(120), || {
+        (committed_messages(db) > before).then_some(())
+    });
 }
 
 /// A directory removed when the test ends.

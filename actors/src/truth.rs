@@ -30,6 +30,14 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// True when `other` holds the same tables (rows, stream states, dead
+    /// letters by reason); the message counts are not tables.
+    pub fn same_tables(&self, other: &Expected) -> bool {
+        self.rows == other.rows
+            && self.stream_state == other.stream_state
+            && self.dead_letters == other.dead_letters
+    }
+
     /// Total dead letters over every reason.
     pub fn dead_letter_total(&self) -> u64 {
         self.dead_letters.values().sum()

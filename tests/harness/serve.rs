@@ -219,18 +219,13 @@ pub fn check_truth(
     timeout: Duration,
 ) -> Result<(), String> {
     let url = serve.cfg.database_url.clone();
-    let matches = |got: &Expected| {
-        got.rows == expected.rows
-            && got.stream_state == expected.stream_state
-            && got.dead_letters == expected.dead_letters
-    };
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if let Some(status) = serve.process.try_wait() {
             return Err(format!("serve exited with {status}"));
         }
         let got = actual(&url);
-        if matches(&got) {
+        if got.same_tables(expected) {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
