@@ -67,8 +67,33 @@ fn wal_bytes(url: &str, from: &str, to: &str) -> i64 {
         .bytes
 }
 
+/// Rows inserted, updated (of which HOT) and deleted per table of `url`'s
+/// database, and each table's size with its indexes: where a run's WAL
+/// goes. Read after `serve` stopped, so its connections flushed their stats.
+fn table_writes(url: &str) -> String {
+    #[derive(QueryableByName)]
+    struct Writes {
+        #[diesel(sql_type = Text)]
+        line: String,
+    }
+    let mut conn = PgConnection::establish(url).expect("connect");
+    diesel::sql_query(
+        "SELECT format('  %-22s ins %9s  upd %9s (hot %9s)  del %9s  size %6s MB', relname, \
+                n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, \
+                pg_total_relation_size(relid) / 1048576) AS line \
+         FROM pg_stat_user_tables \
+         WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname",
+    )
+    .load::<Writes>(&mut conn)
+    .expect("table statistics")
+    .into_iter()
+    .map(|w| w.line + "\n")
+    .collect()
+}
+
 struct Run {
     name: String,
+    writes: String,
     rate: f64,
     wal_per_event: f64,
     rss_kib: u64,
@@ -96,6 +121,7 @@ fn stream_count_run(broker: &Broker, postgres: &Postgres, name: &str, scenario: 
     serve.terminate();
     Run {
         name: name.to_owned(),
+        writes: table_writes(&db),
         rate: events as f64 / took.as_secs_f64(),
         wal_per_event: wal as f64 / events as f64,
         rss_kib,
@@ -270,6 +296,9 @@ fn main() {
             run.wal_per_event,
             run.rss_kib as f64 / 1024.0
         );
+    }
+    for run in &runs {
+        print!("{}: rows written per table\n{}", run.name, run.writes);
     }
     if only.as_deref().is_none_or(|o| o == "big stream") {
         big_stream(&postgres);

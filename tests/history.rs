@@ -95,7 +95,7 @@ fn latest_per_stream(rows: &[WindowRow]) -> Vec<String> {
 
 /// Every row of `/metrics/latest` in one page, as comparable text.
 fn api_latest(serve: &Serve) -> Vec<String> {
-    let (status, page) = get_json(serve, "/metrics/latest");
+    let (status, page) = get_json(serve, "/metrics/latest?limit=1000");
     assert_eq!(status, 200, "{page}");
     page["rows"]
         .as_array()

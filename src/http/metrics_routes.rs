@@ -66,7 +66,8 @@ struct LatestPage {
 }
 
 /// `GET /metrics/latest?limit=&after=`: the newest row of every stream, by
-/// stream id, at most `limit` (default and most [`MAX_ROWS`]) streams from
+/// stream id, at most `limit` (default [`super::PAGE_ROWS`], most
+/// [`MAX_ROWS`]) streams from
 /// the one after `after`; `truncated` and `next_after` tell the rest.
 pub async fn latest(
     state: web::Data<AppState>,

@@ -31,6 +31,10 @@ use streamstats_actors::store::Pool;
 pub const MAX_MINUTES: i64 = 1_440;
 /// Most rows any route returns.
 pub const MAX_ROWS: i64 = 1_000;
+/// Rows of a page of a route paged by stream id when `limit` is absent:
+/// like `/metrics`' default, so an answer's size does not grow with the
+/// number of streams unless a client asks for more.
+pub const PAGE_ROWS: i64 = 100;
 /// Most answers kept in memory.
 const CACHE_ENTRIES: usize = 1_024;
 /// Most bytes of answers kept in memory.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use streamstats_actors::event::MAX_STREAM_ID_CHARS;
 
 use super::errors::ApiError;
-use super::MAX_ROWS;
+use super::{MAX_ROWS, PAGE_ROWS};
 
 /// The query string of one request.
 pub struct Params(pub HashMap<String, String>);
@@ -50,10 +50,10 @@ impl Params {
             .transpose()
     }
 
-    /// The `limit` (1 to [`MAX_ROWS`], default the most) and `after` (a
-    /// stream id) of a route paged by stream id.
+    /// The `limit` (1 to [`MAX_ROWS`], default [`PAGE_ROWS`]) and `after`
+    /// (a stream id) of a route paged by stream id.
     pub fn page(&self) -> Result<(i64, Option<String>), ApiError> {
-        let limit = self.int(&["limit"], MAX_ROWS, 1..=MAX_ROWS)?;
+        let limit = self.int(&["limit"], PAGE_ROWS, 1..=MAX_ROWS)?;
         let after = self.text("after", MAX_STREAM_ID_CHARS)?;
         Ok((limit, after))
     }
@@ -120,6 +120,16 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_page_is_100_streams_unless_asked_for_up_to_1000() {
+        let default = params(&[]).page().ok();
+        assert_eq!(default, Some((PAGE_ROWS, None)));
+        assert_eq!(PAGE_ROWS, 100);
+        let asked = params(&[("limit", "1000"), ("after", "s7")]).page().ok();
+        assert_eq!(asked, Some((1_000, Some("s7".to_owned()))));
+        assert!(params(&[("limit", "1001")]).page().is_err());
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub async fn top(
 }
 
 /// `GET /streams?limit=&after=`: streams' current state by stream id, at
-/// most `limit` (default and most [`MAX_ROWS`]) from the one after `after`;
+/// most `limit` (default [`super::PAGE_ROWS`], most [`MAX_ROWS`]) from the one after `after`;
 /// `truncated` and `next_after` tell the rest.
 pub async fn list(
     state: web::Data<AppState>,
