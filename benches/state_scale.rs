@@ -9,7 +9,8 @@
 //!    and `serve` CPU over a steady 30 s; then kill -9 and the time the
 //!    restarted `serve` takes to commit again, the tables checked exact.
 //!
-//! Run: `cargo bench --bench state_scale` (EVENTS=n, VIEWERS=n, STEADY_SECS=n).
+//! Run: `cargo bench --bench state_scale` (EVENTS=n, VIEWERS=n, STEADY_SECS=n;
+//! WAL_STATS=1 prints `pg_waldump --stats=record` of each stream-count run).
 //! Part 1 reads tansu's `memory://` storage from offset 0 only; part 2 uses
 //! `sqlite://` because it restarts mid-log.
 
@@ -113,7 +114,11 @@ fn stream_count_run(broker: &Broker, postgres: &Postgres, name: &str, scenario: 
         (committed_messages(&db) >= events as i64).then_some(())
     });
     let took = started.elapsed();
-    let wal = wal_bytes(&db, &before, &wal_lsn(&db));
+    let after = wal_lsn(&db);
+    let wal = wal_bytes(&db, &before, &after);
+    if std::env::var_os("WAL_STATS").is_some() {
+        println!("{name}: WAL by record type\n{}", postgres.wal_stats(&before, &after));
+    }
     let rss_kib = memory_kib(serve.process.pid(), "VmHWM");
     if let Err(diff) = check_truth(&mut serve, &expected, Duration::from_secs(300)) {
         panic!("{name}: {diff}");

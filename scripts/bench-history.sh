@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Query cost against history size (issue 11): fills stream_metrics_minute
-# (and the maintained stream_latest and stream_state, consistently) with
+# (and the maintained stream_state with each stream's newest window) with
 # synthetic rows, first 10k (100 streams x 100 minutes) then 2M (1,000
 # streams x 2,000 minutes), and runs `wrk -t2 -c32 -d5s --latency` three times on each
 # data route of an idle release `serve` (the local stack, no generator).
@@ -35,12 +35,12 @@ done
 curl -fsS "http://127.0.0.1:$port/health" >/dev/null
 
 # STREAMS streams x MINUTES minutes ending at the current minute; values are
-# arbitrary but deterministic. stream_latest and stream_state are filled
+# arbitrary but deterministic. stream_state is filled
 # as the checkpoint would have left them.
 fill() {
     local streams=$1 minutes=$2
     sql <<SQL
-TRUNCATE stream_metrics_minute, stream_latest, stream_state;
+TRUNCATE stream_metrics_minute, stream_state;
 INSERT INTO stream_metrics_minute (window_start, window_end, stream_id, active_viewers,
     chat_messages, donations_cents, events, chat_chars, donations, viewer_joins,
     viewer_leaves, unique_chatters, is_final, updated_at)
@@ -50,16 +50,12 @@ SELECT t, t + interval '1 minute', 's' || s, (s * 7 + m * 13) % 500, (s * 3 + m)
 FROM generate_series(0, $streams - 1) AS s,
      generate_series(1, $minutes) AS m,
      LATERAL (SELECT date_trunc('minute', now()) - ($minutes - m) * interval '1 minute' AS t) AS w;
-INSERT INTO stream_latest
-SELECT DISTINCT ON (stream_id) stream_id, window_start, window_end, active_viewers,
-       chat_messages, donations_cents, events, chat_chars, donations, viewer_joins,
-       viewer_leaves, unique_chatters, is_final, updated_at
+INSERT INTO stream_state (stream_id, is_live, active_viewers, last_event_at, updated_at,
+    latest_window_start)
+SELECT DISTINCT ON (stream_id) stream_id, true, active_viewers,
+       window_start + interval '30 seconds', now(), window_start
 FROM stream_metrics_minute ORDER BY stream_id, window_start DESC;
-INSERT INTO stream_state (stream_id, is_live, active_viewers, last_event_at, updated_at)
-SELECT stream_id, true, active_viewers, window_start + interval '30 seconds', now()
-FROM stream_latest;
 VACUUM ANALYZE stream_metrics_minute;
-VACUUM ANALYZE stream_latest;
 VACUUM ANALYZE stream_state;
 SQL
 }

@@ -80,12 +80,6 @@ async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<()
     let removed_windows = windows
         .trim(pool, metrics, cutoff(now, cfg.windows))
         .await?;
-    if let Some(cutoff) = cutoff(now, cfg.windows) {
-        blocking(pool, windows.name, move |conn| {
-            retention::trim_latest(conn, cutoff)
-        })
-        .await?;
-    }
     let removed_letters = letters
         .trim(pool, metrics, cutoff(now, cfg.dead_letters))
         .await?;

@@ -42,7 +42,6 @@ fn migrations_apply_reapply_and_revert_cleanly() {
         "consumer_offsets",
         "dead_letters",
         "partition_owners",
-        "stream_latest",
         "stream_metrics_minute",
         "stream_state",
         "stream_viewers",

@@ -63,6 +63,9 @@ pub struct StreamRecord {
     pub watermark: Option<DateTime<Utc>>,
     /// Windows it holds open (restored on assignment when non-zero).
     pub open_windows: usize,
+    /// The newest window among this checkpoint's rows of the stream; the
+    /// stored one stays when it is newer or this is `None`.
+    pub latest_window: Option<DateTime<Utc>>,
 }
 
 /// Two columns of text, for set-based (`unnest`) writes.
@@ -159,6 +162,7 @@ impl Checkpoint {
                 None => return,
             },
         };
+        let latest_window = changes.rows.iter().map(|r| r.window_start).max();
         self.rows.extend(changes.rows);
         if let Some(state) = changes.state {
             self.streams.push(StreamRecord {
@@ -166,6 +170,7 @@ impl Checkpoint {
                 partition,
                 watermark: changes.watermark,
                 open_windows: changes.open_windows,
+                latest_window,
             });
         }
         let inc = &mut self.increments;

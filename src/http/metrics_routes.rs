@@ -79,7 +79,7 @@ pub async fn latest(
     let db = state.clone();
     cached(&state, key, move || async move {
         let (latest, mut rows) = query(&db, move |conn| {
-            let latest = queries::newest_stream_window(conn)?;
+            let latest = queries::latest_window_start(conn)?;
             let rows = queries::latest_per_stream(conn, after.as_deref(), limit + 1)?;
             Ok((latest, rows))
         })

@@ -125,6 +125,24 @@ impl Postgres {
         }
     }
 
+    /// `pg_waldump --stats=record` of the WAL between two positions (as
+    /// `pg_current_wal_lsn()` text): where a benchmark's WAL bytes went.
+    #[allow(dead_code)] // used by benchmarks only
+    pub fn wal_stats(&self, from: &str, to: &str) -> String {
+        let out = command(&self.bin.join("pg_waldump"), true)
+            .arg("--stats=record")
+            .arg("-p")
+            .arg(self.dir.path().join("data").join("pg_wal"))
+            .args(["-s", from, "-e", to])
+            .output()
+            .expect("pg_waldump runs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     /// The loopback port.
     pub fn port(&self) -> u16 {
         self.port

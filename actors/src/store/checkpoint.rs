@@ -43,7 +43,6 @@ pub fn write_checkpoint(
             now,
         )?;
         upsert_rows(conn, &cp.rows, now)?;
-        super::latest::upsert_latest(conn, &cp.rows, now)?;
         upsert_states(conn, &cp.topic, &cp.streams, now)?;
         write_increments(conn, &cp.increments)?;
 

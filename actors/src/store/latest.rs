@@ -1,52 +1,25 @@
-//! `stream_latest`: the newest window of every stream, maintained inside the
-//! checkpoint transaction so `/metrics/latest` reads one row per stream
-//! whatever the length of the history.
+//! The newest window of every stream: `stream_state.latest_window_start`,
+//! moved forward by each checkpoint's state upsert (`upsert::upsert_states`)
+//! and read through the window rows' primary key by `/metrics/latest`
+//! (`queries::latest_per_stream`).
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use super::upsert::upsert_latest_rows;
 use super::Result;
-use crate::window::WindowRow;
 
-/// Recomputes the table from the window rows: for tools and tests that
-/// write `stream_metrics_minute` directly (the migration does the same once).
+/// Recomputes every stream's newest window from the window rows, adding a
+/// state row (live, its newest row's viewers) for a stream that has none:
+/// for tools and tests that write `stream_metrics_minute` directly.
 const REBUILD: &str = "
-INSERT INTO stream_latest
-SELECT DISTINCT ON (stream_id)
-       stream_id, window_start, window_end, active_viewers, chat_messages,
-       donations_cents, events, chat_chars, donations, viewer_joins,
-       viewer_leaves, unique_chatters, is_final, updated_at
+INSERT INTO stream_state (stream_id, is_live, active_viewers, updated_at, latest_window_start)
+SELECT DISTINCT ON (stream_id) stream_id, true, active_viewers, updated_at, window_start
 FROM stream_metrics_minute
-ORDER BY stream_id, window_start DESC";
+ORDER BY stream_id, window_start DESC
+ON CONFLICT (stream_id) DO UPDATE SET latest_window_start = excluded.latest_window_start";
 
-/// Upserts the newest of `rows` per stream into `stream_latest`, as one
-/// statement, in the caller's transaction (a row replaces the stored one
-/// only if its window is at least as new). `now` is the rows' `updated_at`.
-pub fn upsert_latest(
-    conn: &mut PgConnection,
-    rows: &[WindowRow],
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let mut newest: BTreeMap<&str, &WindowRow> = BTreeMap::new();
-    for row in rows {
-        let slot = newest.entry(&row.stream_id).or_insert(row);
-        if row.window_start > slot.window_start {
-            *slot = row;
-        }
-    }
-    let rows: Vec<&WindowRow> = newest.into_values().collect();
-    upsert_latest_rows(conn, &rows, now)
-}
-
-/// Recomputes `stream_latest` from `stream_metrics_minute` in one
-/// transaction; returns the number of streams.
+/// Recomputes the streams' newest windows from `stream_metrics_minute`;
+/// returns the number of streams with rows.
 pub fn rebuild_latest(conn: &mut PgConnection) -> Result<usize> {
-    conn.transaction(|conn| {
-        diesel::delete(super::schema::stream_latest::table).execute(conn)?;
-        Ok(diesel::sql_query(REBUILD).execute(conn)?)
-    })
+    Ok(diesel::sql_query(REBUILD).execute(conn)?)
 }

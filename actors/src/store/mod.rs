@@ -17,7 +17,7 @@ use diesel::pg::PgConnection;
 use diesel::r2d2::ConnectionManager;
 
 pub use checkpoint::write_checkpoint;
-pub use latest::{rebuild_latest, upsert_latest};
+pub use latest::rebuild_latest;
 pub use migrate::{revert_all_migrations, run_migrations};
 pub use ownership::{check_group, claim_leased, load_assignment, owner_token, Claim};
 pub use results::{dead_letter_counts, load_rows, load_stream_state};

@@ -7,7 +7,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
 
-use super::schema::{stream_latest as sl, stream_metrics_minute as smm, stream_state as ss};
+use super::schema::{stream_metrics_minute as smm, stream_state as ss};
 use super::Result;
 
 /// One `stream_metrics_minute` row as the API shows it.
@@ -83,12 +83,6 @@ pub fn latest_window_start(conn: &mut PgConnection) -> Result<Option<DateTime<Ut
     Ok(smm::table.select(max(smm::window_start)).first(conn)?)
 }
 
-/// Start of the newest window in `stream_latest` (the newest of what
-/// `/metrics/latest` shows).
-pub fn newest_stream_window(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
-    Ok(sl::table.select(max(sl::window_start)).first(conn)?)
-}
-
 /// Rows with `window_start >= since`, newest first, optionally one stream.
 pub fn rows_since(
     conn: &mut PgConnection,
@@ -109,35 +103,27 @@ pub fn rows_since(
 }
 
 /// The newest row of each stream after `after` (by stream id), at most
-/// `limit`, from the maintained `stream_latest`: one row per stream read,
-/// whatever the length of the history.
+/// `limit`: the streams' state rows in key order, each joined to its
+/// `latest_window_start` row through the window rows' primary key, so the
+/// cost is one row per stream whatever the length of the history. A
+/// stream whose newest row retention removed is left out.
 pub fn latest_per_stream(
     conn: &mut PgConnection,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<MinuteRecord>> {
-    let mut query = sl::table
-        .select((
-            sl::window_start,
-            sl::window_end,
-            sl::stream_id,
-            sl::active_viewers,
-            sl::chat_messages,
-            sl::donations_cents,
-            sl::events,
-            sl::chat_chars,
-            sl::donations,
-            sl::viewer_joins,
-            sl::viewer_leaves,
-            sl::unique_chatters,
-            sl::is_final,
-            sl::updated_at,
-        ))
-        .order(sl::stream_id.asc())
+    let mut query = ss::table
+        .inner_join(
+            smm::table.on(smm::stream_id
+                .eq(ss::stream_id)
+                .and(smm::window_start.nullable().eq(ss::latest_window_start))),
+        )
+        .select(MinuteRecord::as_select())
+        .order(ss::stream_id.asc())
         .limit(limit)
         .into_boxed();
     if let Some(after) = after {
-        query = query.filter(sl::stream_id.gt(after));
+        query = query.filter(ss::stream_id.gt(after));
     }
     Ok(query.load(conn)?)
 }

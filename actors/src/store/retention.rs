@@ -45,10 +45,6 @@ WITH gone AS (
     RETURNING received_at)
 SELECT count(*)::bigint AS removed, max(received_at) AS last FROM gone";
 
-/// Streams whose newest window is past the cutoff leave `stream_latest`
-/// with their last row, so it stays the newest row of what is kept.
-const TRIM_LATEST: &str = "DELETE FROM stream_latest WHERE window_start < $1";
-
 /// What one batch removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
 pub struct Batch {
@@ -96,12 +92,4 @@ pub fn delete_dead_letters(
         .bind::<Timestamptz, _>(cutoff)
         .bind::<BigInt, _>(limit)
         .get_result(conn)?)
-}
-
-/// Removes the `stream_latest` rows of streams with nothing newer than
-/// `cutoff`; returns how many.
-pub fn trim_latest(conn: &mut PgConnection, cutoff: DateTime<Utc>) -> Result<usize> {
-    Ok(diesel::sql_query(TRIM_LATEST)
-        .bind::<Timestamptz, _>(cutoff)
-        .execute(conn)?)
 }

@@ -36,25 +36,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    stream_latest (stream_id) {
-        stream_id -> Text,
-        window_start -> Timestamptz,
-        window_end -> Timestamptz,
-        active_viewers -> Int8,
-        chat_messages -> Int8,
-        donations_cents -> Int8,
-        events -> Int8,
-        chat_chars -> Int8,
-        donations -> Int8,
-        viewer_joins -> Int8,
-        viewer_leaves -> Int8,
-        unique_chatters -> Int8,
-        is_final -> Bool,
-        updated_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
     stream_metrics_minute (window_start, stream_id) {
         window_start -> Timestamptz,
         window_end -> Timestamptz,
@@ -84,7 +65,8 @@ diesel::table! {
         topic -> Nullable<Text>,
         partition -> Nullable<Int4>,
         watermark -> Nullable<Timestamptz>,
-        open_windows -> Int4,
+        latest_window_start -> Nullable<Timestamptz>,
+        has_open_windows -> Bool,
     }
 }
 
@@ -107,7 +89,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     consumer_offsets,
     dead_letters,
     partition_owners,
-    stream_latest,
     stream_metrics_minute,
     stream_state,
     stream_viewers,

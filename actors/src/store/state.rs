@@ -78,7 +78,7 @@ pub(super) fn open_streams(
     Ok(ss::table
         .filter(ss::topic.eq(topic))
         .filter(ss::partition.eq_any(partitions))
-        .filter(ss::open_windows.gt(0))
+        .filter(ss::has_open_windows)
         .select(ss::stream_id)
         .load(conn)?)
 }
@@ -99,7 +99,7 @@ pub fn load_streams(
         Option<DateTime<Utc>>,
         Option<DateTime<Utc>>,
         Option<i32>,
-        i32,
+        bool,
     );
     let states: Vec<StateTuple> = ss::table
         .filter(ss::stream_id.eq_any(stream_ids))
@@ -110,18 +110,18 @@ pub fn load_streams(
             ss::last_event_at,
             ss::watermark,
             ss::partition,
-            ss::open_windows,
+            ss::has_open_windows,
         ))
         .load(conn)?;
     if states.is_empty() {
         return Ok(Vec::new());
     }
-    let with_open: Vec<&String> = states.iter().filter(|s| s.6 > 0).map(|s| &s.0).collect();
+    let with_open: Vec<&String> = states.iter().filter(|s| s.6).map(|s| &s.0).collect();
     // Open windows end after the watermark: bound the scan of each
     // stream's rows by the earliest watermark, not by its whole history.
     let earliest = states
         .iter()
-        .filter(|s| s.6 > 0)
+        .filter(|s| s.6)
         .filter_map(|s| s.4)
         .min()
         .map(|wm| wm - WINDOW);

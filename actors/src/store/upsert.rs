@@ -12,8 +12,7 @@ use super::Result;
 use crate::checkpoint::StreamRecord;
 use crate::window::WindowRow;
 
-/// The columns a result row is written to, in `stream_metrics_minute` and
-/// `stream_latest` alike.
+/// The columns a result row is written to.
 const ROW_COLUMNS: &str = "window_start, window_end, stream_id, active_viewers, chat_messages, \
     donations_cents, events, chat_chars, donations, viewer_joins, viewer_leaves, \
     unique_chatters, is_final, updated_at";
@@ -45,23 +44,6 @@ pub(super) fn upsert_rows(
          ON CONFLICT (window_start, stream_id) DO UPDATE SET {ROW_UPDATES}"
     );
     upsert_window_rows(conn, &sql, &rows.iter().collect::<Vec<_>>(), now)
-}
-
-/// Upserts `rows` (at most one per stream) into `stream_latest`, each
-/// replacing the stored row only if its window is at least as new, so a
-/// rewrite of an older window never moves a stream's latest one backwards.
-pub(super) fn upsert_latest_rows(
-    conn: &mut PgConnection,
-    rows: &[&WindowRow],
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO stream_latest AS sl ({ROW_COLUMNS}) {ROW_VALUES} \
-         ON CONFLICT (stream_id) DO UPDATE SET window_start = excluded.window_start, \
-             window_end = excluded.window_end, {ROW_UPDATES} \
-         WHERE excluded.window_start >= sl.window_start"
-    );
-    upsert_window_rows(conn, &sql, rows, now)
 }
 
 /// Runs `sql`, an upsert built from [`ROW_VALUES`], with `rows` bound as
@@ -98,7 +80,8 @@ fn upsert_window_rows(
     Ok(())
 }
 
-/// Upserts the `stream_state` rows of `streams` (with the restore columns).
+/// Upserts the `stream_state` rows of `streams` (with the restore columns
+/// and the newest window, which never moves back).
 pub(super) fn upsert_states(
     conn: &mut PgConnection,
     topic: &str,
@@ -110,15 +93,18 @@ pub(super) fn upsert_states(
     }
     diesel::sql_query(
         "INSERT INTO stream_state (stream_id, is_live, active_viewers, last_event_at, updated_at, \
-             topic, partition, watermark, open_windows) \
-         SELECT s, l, av, le, $8, $9, p, wm, ow \
+             topic, partition, watermark, has_open_windows, latest_window_start) \
+         SELECT s, l, av, le, $9, $10, p, wm, ow, lw \
            FROM unnest($1::text[], $2::bool[], $3::int8[], $4::timestamptz[], $5::int4[], \
-                       $6::timestamptz[], $7::int4[]) AS t(s, l, av, le, p, wm, ow) \
+                       $6::timestamptz[], $7::bool[], $8::timestamptz[]) \
+                AS t(s, l, av, le, p, wm, ow, lw) \
          ON CONFLICT (stream_id) DO UPDATE SET \
              is_live = excluded.is_live, active_viewers = excluded.active_viewers, \
              last_event_at = excluded.last_event_at, updated_at = excluded.updated_at, \
              topic = excluded.topic, partition = excluded.partition, \
-             watermark = excluded.watermark, open_windows = excluded.open_windows",
+             watermark = excluded.watermark, has_open_windows = excluded.has_open_windows, \
+             latest_window_start = GREATEST(stream_state.latest_window_start, \
+                                            excluded.latest_window_start)",
     )
     .bind::<Array<Text>, _>(
         streams
@@ -143,11 +129,14 @@ pub(super) fn upsert_states(
     .bind::<Array<Nullable<Timestamptz>>, _>(
         streams.iter().map(|s| s.watermark).collect::<Vec<_>>(),
     )
-    .bind::<Array<Integer>, _>(
+    .bind::<Array<Bool>, _>(
         streams
             .iter()
-            .map(|s| i32::try_from(s.open_windows).unwrap_or(i32::MAX))
+            .map(|s| s.open_windows > 0)
             .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Timestamptz>>, _>(
+        streams.iter().map(|s| s.latest_window).collect::<Vec<_>>(),
     )
     .bind::<Timestamptz, _>(now)
     .bind::<Text, _>(topic)
