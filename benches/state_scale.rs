@@ -117,7 +117,10 @@ fn stream_count_run(broker: &Broker, postgres: &Postgres, name: &str, scenario: 
     let after = wal_lsn(&db);
     let wal = wal_bytes(&db, &before, &after);
     if std::env::var_os("WAL_STATS").is_some() {
-        println!("{name}: WAL by record type\n{}", postgres.wal_stats(&before, &after));
+        println!(
+            "{name}: WAL by record type\n{}",
+            postgres.wal_stats(&before, &after)
+        );
     }
     let rss_kib = memory_kib(serve.process.pid(), "VmHWM");
     if let Err(diff) = check_truth(&mut serve, &expected, Duration::from_secs(300)) {

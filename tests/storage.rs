@@ -1,12 +1,16 @@
 //! Storage against a real Postgres: the embedded migrations apply, are
-//! idempotent, revert, and apply again; money is exact in SQL.
+//! idempotent, revert, and apply again; money is exact in SQL; a
+//! checkpoint inserts and updates as the model tracked, or upserts.
 
 mod harness;
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use harness::Postgres;
-use streamstats_actors::store;
+use streamstats_actors::checkpoint::{Checkpoint, StreamRecord};
+use streamstats_actors::store::{self, StoreError, WriteMode};
+use streamstats_actors::window::{StreamStateRow, WindowRow};
 
 #[derive(QueryableByName)]
 struct Name {
@@ -98,4 +102,98 @@ fn donations_usd_is_the_exact_decimal_of_the_cents() {
     .expect("sum");
     assert_eq!(sum.usd, "150000.00");
     assert_eq!(sum.cents, 15_000_000);
+}
+
+/// A checkpoint of one window row and its stream's state row, each marked
+/// as already stored or new.
+fn one_row_checkpoint(events: i64, row_stored: bool, state_stored: bool) -> Checkpoint {
+    let start = DateTime::parse_from_rfc3339("2025-12-20T18:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    let row = WindowRow {
+        window_start: start,
+        stream_id: "s1".to_owned(),
+        active_viewers: 1,
+        events,
+        viewer_joins: events,
+        viewer_leaves: 0,
+        chat_messages: 0,
+        chat_chars: 0,
+        unique_chatters: 0,
+        donations: 0,
+        donation_cents: 0,
+        is_final: false,
+    };
+    Checkpoint {
+        group_id: "g".to_owned(),
+        topic: "t".to_owned(),
+        offsets: [(0, events)].into_iter().collect(),
+        rows: vec![row],
+        rows_stored: vec![row_stored],
+        streams: vec![StreamRecord {
+            state: StreamStateRow {
+                stream_id: "s1".to_owned(),
+                is_live: true,
+                active_viewers: 1,
+                last_event_at: Some(start),
+            },
+            partition: 0,
+            watermark: None,
+            open_windows: 1,
+            latest_window: Some(start),
+            stored: state_stored,
+        }],
+        ..Checkpoint::default()
+    }
+}
+
+fn events_stored(conn: &mut PgConnection) -> Vec<i64> {
+    store::load_rows(conn)
+        .expect("rows")
+        .iter()
+        .map(|r| r.events)
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_inserts_new_rows_updates_stored_ones_and_refuses_a_difference() {
+    let pg = Postgres::start();
+    let url = pg.create_database("modes");
+    let mut conn = PgConnection::establish(&url).expect("connect");
+    store::run_migrations(&mut conn).expect("apply");
+    let now = Utc::now();
+    let tracked = WriteMode::AsTracked;
+
+    // A row the model believes stored, but missing: nothing is written.
+    let err = store::write_checkpoint(&mut conn, &one_row_checkpoint(1, true, false), now, tracked)
+        .expect_err("an update of a missing row");
+    assert!(matches!(err, StoreError::Diverged(_)), "{err}");
+    assert!(events_stored(&mut conn).is_empty());
+    assert!(store::load_stream_state(&mut conn)
+        .expect("states")
+        .is_empty());
+
+    // New, then stored: an insert, then an update.
+    store::write_checkpoint(
+        &mut conn,
+        &one_row_checkpoint(1, false, false),
+        now,
+        tracked,
+    )
+    .expect("insert");
+    store::write_checkpoint(&mut conn, &one_row_checkpoint(2, true, true), now, tracked)
+        .expect("update");
+    assert_eq!(events_stored(&mut conn), vec![2]);
+
+    // A row the model believes new, but present (a retried checkpoint
+    // whose first commit happened): refused as tracked, written as upserts.
+    let again = one_row_checkpoint(3, false, false);
+    let err =
+        store::write_checkpoint(&mut conn, &again, now, tracked).expect_err("a second insert");
+    assert!(matches!(err, StoreError::Query(_)), "{err}");
+    assert_eq!(events_stored(&mut conn), vec![2]);
+    store::write_checkpoint(&mut conn, &again, now, WriteMode::Upsert).expect("upsert");
+    assert_eq!(events_stored(&mut conn), vec![3]);
+    let states = store::load_stream_state(&mut conn).expect("states");
+    assert_eq!(states.len(), 1);
 }

@@ -66,6 +66,8 @@ pub struct StreamRecord {
     /// The newest window among this checkpoint's rows of the stream; the
     /// stored one stays when it is newer or this is `None`.
     pub latest_window: Option<DateTime<Utc>>,
+    /// The state row is already stored (an update) or new (an insert).
+    pub stored: bool,
 }
 
 /// Two columns of text, for set-based (`unnest`) writes.
@@ -111,9 +113,11 @@ pub struct Checkpoint {
     pub partitions: Vec<i32>,
     /// Next offset to read, per partition.
     pub offsets: BTreeMap<i32, i64>,
-    /// Window rows to upsert.
+    /// Window rows to write.
     pub rows: Vec<WindowRow>,
-    /// `stream_state` rows (with the restore columns) to upsert.
+    /// For each of `rows`: already stored (an update) or new (an insert).
+    pub rows_stored: Vec<bool>,
+    /// `stream_state` rows (with the restore columns) to write.
     pub streams: Vec<StreamRecord>,
     /// Presence-set and chatter increments.
     pub increments: Increments,
@@ -164,6 +168,7 @@ impl Checkpoint {
         };
         let latest_window = changes.rows.iter().map(|r| r.window_start).max();
         self.rows.extend(changes.rows);
+        self.rows_stored.extend(changes.stored);
         if let Some(state) = changes.state {
             self.streams.push(StreamRecord {
                 state,
@@ -171,6 +176,7 @@ impl Checkpoint {
                 watermark: changes.watermark,
                 open_windows: changes.open_windows,
                 latest_window,
+                stored: changes.state_stored,
             });
         }
         let inc = &mut self.increments;

@@ -17,7 +17,7 @@ use chrono::Utc;
 use crate::checkpoint::Fence;
 use crate::messages::WriteCheckpoint;
 use crate::metrics::Metrics;
-use crate::store::{self, Pool, StoreError};
+use crate::store::{self, Pool, StoreError, WriteMode};
 use crate::supervise::{catch, ActorKind, Faults};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::RunQueryDsl;
@@ -79,7 +79,18 @@ impl WriterActor {
             .pool
             .get()
             .map_err(|e| WriteError::Database(StoreError::from(e).to_string()))?;
-        store::write_checkpoint(&mut conn, cp, Utc::now()).map_err(|e| match e {
+        let mut written = store::write_checkpoint(&mut conn, cp, Utc::now(), WriteMode::AsTracked);
+        if let Err(e) = &written {
+            if differs_from_model(e) {
+                // A retry of a checkpoint whose first commit did happen, or
+                // a model that lost track: upserts write the same result.
+                log::warn!(
+                    "A checkpoint met rows it did not expect ({e}); writing it again as upserts."
+                );
+                written = store::write_checkpoint(&mut conn, cp, Utc::now(), WriteMode::Upsert);
+            }
+        }
+        written.map_err(|e| match e {
             StoreError::Fenced(reason) => WriteError::Fenced {
                 checkpoint: cp.epoch,
                 current,
@@ -98,6 +109,19 @@ impl WriterActor {
         self.metrics.checkpoint_rows.observe(cp.row_count() as f64);
         Ok(())
     }
+}
+
+/// True when the stored rows were not what the window model expected: an
+/// update missed a row, or an insert met one.
+fn differs_from_model(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Diverged(_)
+            | StoreError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+    )
 }
 
 /// True when an error of `kind` came from a database that is up and

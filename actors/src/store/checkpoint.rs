@@ -11,7 +11,7 @@ use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text, Timestamp
 
 use super::schema::consumer_offsets as co;
 use super::state::write_increments;
-use super::upsert::{upsert_rows, upsert_states};
+use super::upsert::{write_rows, write_states, WriteMode};
 use super::Result;
 use crate::checkpoint::Checkpoint;
 
@@ -27,11 +27,12 @@ struct NewOffset<'a> {
 
 /// Writes one checkpoint in one transaction: rows, stream states with the
 /// restore increments, dead letters, offsets. Either all of it is visible
-/// afterwards or none.
+/// afterwards or none. `mode` says how rows and states are written.
 pub fn write_checkpoint(
     conn: &mut PgConnection,
     cp: &Checkpoint,
     now: DateTime<Utc>,
+    mode: WriteMode,
 ) -> Result<()> {
     conn.transaction(|conn| {
         refresh_ownership(
@@ -42,9 +43,9 @@ pub fn write_checkpoint(
             &cp.partitions,
             now,
         )?;
-        upsert_rows(conn, &cp.rows, now)?;
-        upsert_states(conn, &cp.topic, &cp.streams, now)?;
-        write_increments(conn, &cp.increments)?;
+        write_rows(conn, &cp.rows, &cp.rows_stored, now, mode)?;
+        write_states(conn, &cp.topic, &cp.streams, now, mode)?;
+        write_increments(conn, &cp.increments, mode)?;
 
         insert_dead_letters(conn, cp, now)?;
 

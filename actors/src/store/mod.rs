@@ -22,6 +22,7 @@ pub use migrate::{revert_all_migrations, run_migrations};
 pub use ownership::{check_group, claim_leased, load_assignment, owner_token, Claim};
 pub use results::{dead_letter_counts, load_rows, load_stream_state};
 pub use state::load_streams;
+pub use upsert::WriteMode;
 
 /// A pool of Postgres connections.
 pub type Pool = r2d2::Pool<ConnectionManager<PgConnection>>;
@@ -38,6 +39,10 @@ pub enum StoreError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    /// The rows a checkpoint found differ from what the window model had
+    /// stored (a row it meant to update is missing); nothing was written.
+    #[error("stored rows differ from the model: {0}")]
+    Diverged(String),
     /// This process no longer owns a partition the checkpoint covers.
     #[error("fenced: {0}")]
     Fenced(String),

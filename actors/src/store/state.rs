@@ -17,13 +17,25 @@ use super::queries::MinuteRecord;
 use super::schema::{
     stream_metrics_minute as smm, stream_state as ss, stream_viewers as sv, window_chatters as wc,
 };
+use super::upsert::WriteMode;
 use super::Result;
 use crate::checkpoint::Increments;
 use crate::hash::FastSet;
 use crate::window::{MinuteAgg, StreamStateRow, StreamWindows, WindowRow, WINDOW};
 
-/// Writes one checkpoint's presence-set and chatter increments.
-pub(super) fn write_increments(conn: &mut PgConnection, inc: &Increments) -> Result<()> {
+/// Writes one checkpoint's presence-set and chatter increments. Added
+/// viewers and chatters are new by construction (the model sends only
+/// users absent from the stored sets), so they are plain inserts unless
+/// `mode` is [`WriteMode::Upsert`], which skips rows already there.
+pub(super) fn write_increments(
+    conn: &mut PgConnection,
+    inc: &Increments,
+    mode: WriteMode,
+) -> Result<()> {
+    let skip_stored = match mode {
+        WriteMode::AsTracked => "",
+        WriteMode::Upsert => " ON CONFLICT DO NOTHING",
+    };
     if !inc.viewers_cleared.is_empty() {
         diesel::delete(sv::table.filter(sv::stream_id.eq_any(&inc.viewers_cleared)))
             .execute(conn)?;
@@ -38,19 +50,19 @@ pub(super) fn write_increments(conn: &mut PgConnection, inc: &Increments) -> Res
         .execute(conn)?;
     }
     if !inc.viewers_added.streams.is_empty() {
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "INSERT INTO stream_viewers (stream_id, user_id) \
-             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-        )
+             SELECT * FROM unnest($1::text[], $2::text[]){skip_stored}"
+        ))
         .bind::<Array<Text>, _>(&inc.viewers_added.streams)
         .bind::<Array<Text>, _>(&inc.viewers_added.users)
         .execute(conn)?;
     }
     if !inc.chatters_added.streams.is_empty() {
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "INSERT INTO window_chatters (stream_id, window_start, user_id) \
-             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[]) ON CONFLICT DO NOTHING",
-        )
+             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[]){skip_stored}"
+        ))
         .bind::<Array<Text>, _>(&inc.chatters_added.streams)
         .bind::<Array<Timestamptz>, _>(&inc.chatter_windows)
         .bind::<Array<Text>, _>(&inc.chatters_added.users)

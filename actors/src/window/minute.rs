@@ -38,6 +38,9 @@ pub struct MinuteAgg {
     pub active_viewers: i64,
     /// Distinct users who chatted in the window.
     pub chatters: FastSet<String>,
+    /// The window's row is in `stream_metrics_minute` (a checkpoint took
+    /// it, or it was restored from there): its next write is an update.
+    pub stored: bool,
 }
 
 impl MinuteAgg {
@@ -82,6 +85,7 @@ impl MinuteAgg {
             donation_cents: row.donation_cents,
             active_viewers: row.active_viewers,
             chatters,
+            stored: true,
         }
     }
 

@@ -52,16 +52,21 @@ impl ViewerDelta {
     }
 }
 
-/// Everything a checkpoint writes for one stream: the rows to upsert (open
+/// Everything a checkpoint writes for one stream: the rows to write (open
 /// ones refreshed, newly final ones with `is_final = true`), and when the
 /// stream's restorable state moved, its state row, watermark and the
 /// increments of its presence set and of its open windows' chatters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// Window rows to upsert.
+    /// Window rows to write.
     pub rows: Vec<WindowRow>,
+    /// For each of `rows`, whether it is already stored (an update) or new
+    /// (an insert).
+    pub stored: Vec<bool>,
     /// The `stream_state` row, when an event was applied or the watermark moved.
     pub state: Option<StreamStateRow>,
+    /// Whether the state row is already stored.
+    pub state_stored: bool,
     /// The watermark, written with the state row.
     pub watermark: Option<DateTime<Utc>>,
     /// Windows held open, written with the state row.
@@ -100,10 +105,13 @@ pub struct StreamWindows {
     open: Vec<(DateTime<Utc>, MinuteAgg)>,
     /// Starts of open windows touched since the last take (may repeat).
     dirty: Vec<DateTime<Utc>>,
-    /// Rows of windows that became final since the last take.
-    closed: Vec<WindowRow>,
+    /// Rows of windows that became final since the last take, each with
+    /// whether it is already stored.
+    closed: Vec<(WindowRow, bool)>,
     /// An event was applied or the watermark moved since the last take.
     state_due: bool,
+    /// The state row is in `stream_state` (taken or restored).
+    state_stored: bool,
     viewer_delta: ViewerSets,
     new_chatters: Vec<(DateTime<Utc>, String)>,
 }
@@ -130,6 +138,7 @@ impl StreamWindows {
             dirty: Vec::new(),
             closed: Vec::new(),
             state_due: false,
+            state_stored: false,
             viewer_delta: ViewerSets::default(),
             new_chatters: Vec::new(),
         }
@@ -150,6 +159,7 @@ impl StreamWindows {
             watermark,
             viewers,
             open: open.into_iter().collect(),
+            state_stored: true,
             ..StreamWindows::new(state.stream_id.clone())
         }
     }
@@ -248,7 +258,8 @@ impl StreamWindows {
             .open
             .partition_point(|(start, _)| *start + WINDOW <= to);
         for (start, agg) in self.open.drain(..closing) {
-            self.closed.push(agg.to_row(&self.stream_id, start, true));
+            self.closed
+                .push((agg.to_row(&self.stream_id, start, true), agg.stored));
         }
     }
 
@@ -296,15 +307,17 @@ impl StreamWindows {
     /// touched open windows (not final), and when the restorable state
     /// moved, the state row with the increments a restore needs.
     pub fn take_changes(&mut self) -> Changes {
-        let closed_rows = std::mem::take(&mut self.closed);
-        let closed: Vec<DateTime<Utc>> = closed_rows.iter().map(|r| r.window_start).collect();
-        let mut rows = closed_rows;
+        let (mut rows, mut stored): (Vec<WindowRow>, Vec<bool>) =
+            std::mem::take(&mut self.closed).into_iter().unzip();
+        let closed: Vec<DateTime<Utc>> = rows.iter().map(|r| r.window_start).collect();
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
         for start in dirty {
-            if let Some(agg) = self.window(start) {
+            if let Ok(i) = self.open.binary_search_by_key(&start, |(s, _)| *s) {
+                let agg = &mut self.open[i].1;
                 rows.push(agg.to_row(&self.stream_id, start, false));
+                stored.push(std::mem::replace(&mut agg.stored, true));
             }
         }
         let chatters = std::mem::take(&mut self.new_chatters)
@@ -318,9 +331,15 @@ impl StreamWindows {
             removed: delta.removed.into_iter().collect(),
         };
         let state = std::mem::take(&mut self.state_due).then(|| self.state_row());
+        let state_stored = self.state_stored;
+        if state.is_some() {
+            self.state_stored = true;
+        }
         Changes {
             rows,
+            stored,
             state,
+            state_stored,
             watermark: self.watermark,
             open_windows: self.open.len(),
             viewers,

@@ -263,10 +263,14 @@ struct Stored {
 impl Stored {
     fn checkpoint(&mut self, s: &mut StreamWindows) {
         let c = s.take_changes();
-        for r in c.rows {
-            self.rows.insert(r.window_start, r);
+        assert_eq!(c.stored.len(), c.rows.len());
+        for (r, stored) in c.rows.into_iter().zip(c.stored) {
+            let key = r.window_start;
+            assert_eq!(stored, self.rows.contains_key(&key), "row {key} tracked");
+            self.rows.insert(key, r);
         }
         if c.state.is_some() {
+            assert_eq!(c.state_stored, self.state.is_some(), "state row tracked");
             self.state = c.state;
             self.watermark = c.watermark;
         }
