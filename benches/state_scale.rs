@@ -236,7 +236,14 @@ fn big_stream(postgres: &Postgres) {
         || (committed_messages(&db) >= total as i64).then_some(()),
     );
     let secs = started.elapsed().as_secs_f64();
-    let wal = wal_bytes(&db, &wal_before, &wal_lsn(&db));
+    let wal_after = wal_lsn(&db);
+    let wal = wal_bytes(&db, &wal_before, &wal_after);
+    if std::env::var_os("WAL_STATS").is_some() {
+        println!(
+            "big stream: WAL by record type\n{}",
+            postgres.wal_stats(&wal_before, &wal_after)
+        );
+    }
     let cpu = cpu_seconds(serve.process.pid()) - cpu_before;
     println!(
         "300k-viewer stream: {viewers} viewers, {sent} events in {secs:.1} s ({:.0}/s)",
