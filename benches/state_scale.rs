@@ -114,6 +114,16 @@ fn stream_count_run(broker: &Broker, postgres: &Postgres, name: &str, scenario: 
         (committed_messages(&db) >= events as i64).then_some(())
     });
     let took = started.elapsed();
+    let checkpoints = serve
+        .metric("streamstats_checkpoint_duration_seconds_count")
+        .unwrap_or(0.0);
+    let writing = serve
+        .metric("streamstats_checkpoint_duration_seconds_sum")
+        .unwrap_or(0.0);
+    println!(
+        "{name}: {checkpoints} checkpoints, {writing:.1} s of {:.1} s writing them",
+        took.as_secs_f64()
+    );
     let after = wal_lsn(&db);
     let wal = wal_bytes(&db, &before, &after);
     if std::env::var_os("WAL_STATS").is_some() {

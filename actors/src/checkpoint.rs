@@ -253,7 +253,9 @@ pub enum BarrierError {
 }
 
 /// Where one incarnation's checkpoint cycle is. At most one checkpoint is
-/// in flight; a shutdown waits for it, then writes a final one.
+/// in flight; one that falls due meanwhile starts as soon as it commits
+/// (so a database slower than the interval is kept busy, not left idle
+/// until the next tick); a shutdown waits for it, then writes a final one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {
     /// No checkpoint in flight.
@@ -261,6 +263,8 @@ pub enum Phase {
     Idle,
     /// A checkpoint is being collected or written.
     InFlight,
+    /// One is in flight and the next fell due meanwhile.
+    InFlightThenDue,
     /// One is in flight and shutdown was requested: the final one follows.
     InFlightThenShutdown,
     /// The final checkpoint is in flight; shutdown completes when it ends.
@@ -289,6 +293,10 @@ impl Phase {
                 *self = Phase::InFlight;
                 Step::Start { final_one: false }
             }
+            Phase::InFlight => {
+                *self = Phase::InFlightThenDue;
+                Step::Wait
+            }
             _ => Step::Wait,
         }
     }
@@ -300,7 +308,7 @@ impl Phase {
                 *self = Phase::Final;
                 Step::Start { final_one: true }
             }
-            Phase::InFlight => {
+            Phase::InFlight | Phase::InFlightThenDue => {
                 *self = Phase::InFlightThenShutdown;
                 Step::Wait
             }
@@ -312,7 +320,11 @@ impl Phase {
     /// its epoch is over (nothing of it was written).
     pub fn ended(&mut self, committed: bool) -> Step {
         match self {
-            Phase::Idle | Phase::InFlight => {
+            Phase::InFlightThenDue if committed => {
+                *self = Phase::InFlight;
+                Step::Start { final_one: false }
+            }
+            Phase::Idle | Phase::InFlight | Phase::InFlightThenDue => {
                 *self = Phase::Idle;
                 Step::Wait
             }
@@ -387,6 +399,28 @@ mod tests {
         assert_eq!(phase.ended(true), Step::Start { final_one: true });
         assert_eq!(phase, Phase::Final);
         assert_eq!(phase.ended(true), Step::Finish);
+    }
+
+    #[test]
+    fn a_checkpoint_due_while_one_is_in_flight_starts_when_it_commits() {
+        let mut phase = Phase::default();
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.due(), Step::Wait);
+        assert_eq!(phase.due(), Step::Wait, "owed once, however many ticks");
+        assert_eq!(phase.ended(true), Step::Start { final_one: false });
+        assert_eq!(phase, Phase::InFlight);
+        assert_eq!(phase.ended(true), Step::Wait, "nothing owed");
+        assert_eq!(phase, Phase::Idle);
+        // An abandoned one (its epoch is over) owes nothing.
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.due(), Step::Wait);
+        assert_eq!(phase.ended(false), Step::Wait);
+        assert_eq!(phase, Phase::Idle);
+        // Shutdown replaces what is owed with the final checkpoint.
+        assert_eq!(phase.due(), Step::Start { final_one: false });
+        assert_eq!(phase.due(), Step::Wait);
+        assert_eq!(phase.shutdown(), Step::Wait);
+        assert_eq!(phase.ended(true), Step::Start { final_one: true });
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `ownership`).
 
 use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -35,6 +36,14 @@ pub fn write_checkpoint(
     mode: WriteMode,
 ) -> Result<()> {
     conn.transaction(|conn| {
+        // Every statement below finds its rows through a primary key, one
+        // probe per row it writes. Joined with a large `unnest`, the
+        // planner may prefer hashing a whole table, which would make a
+        // checkpoint's cost grow with history: not in this transaction.
+        conn.batch_execute(
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
+             SET LOCAL enable_mergejoin = off",
+        )?;
         refresh_ownership(
             conn,
             &cp.group_id,
@@ -46,7 +55,6 @@ pub fn write_checkpoint(
         write_rows(conn, &cp.rows, &cp.rows_stored, now, mode)?;
         write_states(conn, &cp.topic, &cp.streams, now, mode)?;
         write_increments(conn, &cp.increments, mode)?;
-
         insert_dead_letters(conn, cp, now)?;
 
         let offsets: Vec<NewOffset<'_>> = cp
