@@ -345,6 +345,19 @@ fn retention_deletes_exactly_what_is_older_than_the_cutoff_while_the_pipeline_ru
         (got.rows == keep && got.dead_letters == want_letters && api_latest(&serve) == want_latest)
             .then_some(())
     });
+    // Streams whose rows are all gone no longer have a newest window, so
+    // /metrics/latest does not walk them.
+    let with_latest: i64 = diesel::sql_query(
+        "SELECT count(*)::bigint AS n FROM stream_state WHERE latest_window_start IS NOT NULL",
+    )
+    .get_result::<Count>(&mut conn)
+    .expect("count")
+    .n;
+    assert_eq!(
+        with_latest,
+        want_latest.len() as i64,
+        "streams with a newest window"
+    );
     assert_eq!(
         serve.metric("streamstats_retention_rows_removed_total{table=\"dead_letters\"}"),
         Some(3.0)

@@ -29,4 +29,5 @@ SELECT m.stream_id, m.window_start, m.window_end, m.active_viewers, m.chat_messa
   FROM stream_state ss
   JOIN stream_metrics_minute m
     ON m.window_start = ss.latest_window_start AND m.stream_id = ss.stream_id;
+DROP INDEX stream_state_latest_idx;
 ALTER TABLE stream_state DROP COLUMN latest_window_start;

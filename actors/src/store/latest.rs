@@ -1,5 +1,6 @@
 //! The newest window of every stream: `stream_state.latest_window_start`,
-//! moved forward by each checkpoint's state upsert (`upsert::upsert_states`)
+//! moved forward by each checkpoint's state write (`upsert::write_states`),
+//! cleared by retention with the stream's last rows (`retention`),
 //! and read through the window rows' primary key by `/metrics/latest`
 //! (`queries::latest_per_stream`).
 

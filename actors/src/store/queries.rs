@@ -11,7 +11,7 @@ use super::schema::{stream_metrics_minute as smm, stream_state as ss};
 use super::Result;
 
 /// One `stream_metrics_minute` row as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = smm, check_for_backend(diesel::pg::Pg))]
 pub struct MinuteRecord {
     pub window_start: DateTime<Utc>,
@@ -102,30 +102,38 @@ pub fn rows_since(
     Ok(query.load(conn)?)
 }
 
+/// The newest row of each stream after `$1` (when given) by stream id, at
+/// most `$2`: the streams with a newest window, walked in key order through
+/// `stream_state_latest_idx`, each joined to its row by a primary-key probe
+/// (the `LATERAL ... LIMIT 1` keeps the planner from hashing the whole
+/// window table instead).
+const LATEST_PER_STREAM: &str = "
+SELECT m.window_start, m.window_end, m.stream_id, m.active_viewers, m.chat_messages,
+       m.donations_cents, m.events, m.chat_chars, m.donations, m.viewer_joins,
+       m.viewer_leaves, m.unique_chatters, m.is_final, m.updated_at
+FROM stream_state ss
+CROSS JOIN LATERAL (
+    SELECT * FROM stream_metrics_minute r
+    WHERE r.window_start = ss.latest_window_start AND r.stream_id = ss.stream_id
+    LIMIT 1) m
+WHERE ss.latest_window_start IS NOT NULL AND ss.stream_id > $1
+ORDER BY ss.stream_id
+LIMIT $2";
+
 /// The newest row of each stream after `after` (by stream id), at most
-/// `limit`: the streams' state rows in key order, each joined to its
-/// `latest_window_start` row through the window rows' primary key, so the
-/// cost is one row per stream whatever the length of the history. A
-/// stream whose newest row retention removed is left out.
+/// `limit`, from `stream_state.latest_window_start`: one row per stream
+/// read, whatever the length of the history. A stream whose rows
+/// retention removed has no newest window and is neither shown nor walked.
 pub fn latest_per_stream(
     conn: &mut PgConnection,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<MinuteRecord>> {
-    let mut query = ss::table
-        .inner_join(
-            smm::table.on(smm::stream_id
-                .eq(ss::stream_id)
-                .and(smm::window_start.nullable().eq(ss::latest_window_start))),
-        )
-        .select(MinuteRecord::as_select())
-        .order(ss::stream_id.asc())
-        .limit(limit)
-        .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(ss::stream_id.gt(after));
-    }
-    Ok(query.load(conn)?)
+    // Every stream id is longer than the empty string.
+    Ok(diesel::sql_query(LATEST_PER_STREAM)
+        .bind::<Text, _>(after.unwrap_or(""))
+        .bind::<BigInt, _>(limit)
+        .load(conn)?)
 }
 
 /// Streams ranked by `by` over windows starting at or after `since`.

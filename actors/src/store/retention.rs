@@ -19,7 +19,10 @@ pub const TABLES: [&str; 2] = ["stream_metrics_minute", "dead_letters"];
 /// than `$2`, found through the primary key and deleted by tuple id (an
 /// open window's row is the state a restore continues from, so it stays). `$1` (the
 /// newest time the previous batch removed) keeps each index scan from
-/// walking the entries earlier batches already deleted.
+/// walking the entries earlier batches already deleted. A stream whose
+/// newest window was among them has no rows left: its
+/// `latest_window_start` is cleared (found by primary key, per row
+/// removed), so `/metrics/latest` stops showing and walking it.
 const DELETE_WINDOWS: &str = "
 WITH gone AS (
     DELETE FROM stream_metrics_minute
@@ -29,7 +32,11 @@ WITH gone AS (
             ORDER BY window_start
             LIMIT $3))
       AND window_start < $2 AND is_final
-    RETURNING window_start)
+    RETURNING stream_id, window_start),
+forgotten AS (
+    UPDATE stream_state ss SET latest_window_start = NULL
+    FROM gone g
+    WHERE ss.stream_id = g.stream_id AND ss.latest_window_start = g.window_start)
 SELECT count(*)::bigint AS removed, max(window_start) AS last FROM gone";
 
 /// One batch of dead letters by `received_at`, like [`DELETE_WINDOWS`].
