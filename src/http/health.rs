@@ -1,9 +1,12 @@
 //! `/health` (database reachable) and `/ready` (database, assignment,
 //! checkpoint age), and the seed's database gauges.
 
+use std::sync::Mutex;
+
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use diesel::RunQueryDsl;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use prometheus::{IntGauge, Registry};
 use serde_json::json;
 
@@ -48,8 +51,37 @@ impl ApiGauges {
     }
 }
 
-/// Runs `SELECT 1`, waiting at most [`PROBE_PATIENCE`] for a connection.
+/// A database probe that concurrent requests share.
+type SharedProbe = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// The probe in flight, if any: `/health`, `/ready` and the scrape await
+/// the same `SELECT 1` when they arrive while it runs, so a load of health
+/// checks costs one query at a time instead of one per request (and one
+/// pooled connection instead of all of them).
+#[derive(Default)]
+pub struct Probe(Mutex<Option<SharedProbe>>);
+
+/// Whether the database answers: the probe in flight, or a new one when
+/// none is (every answer comes from a probe started after the previous
+/// one finished, so it is never older than the request's wait).
 pub async fn ping(state: &web::Data<AppState>) -> Result<(), String> {
+    let probe = {
+        let mut slot = state.probe.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(running) if running.peek().is_none() => running.clone(),
+            _ => {
+                let state = state.clone();
+                let fresh = async move { ping_now(&state).await }.boxed().shared();
+                *slot = Some(fresh.clone());
+                fresh
+            }
+        }
+    };
+    probe.await
+}
+
+/// Runs `SELECT 1`, waiting at most [`PROBE_PATIENCE`] for a connection.
+async fn ping_now(state: &web::Data<AppState>) -> Result<(), String> {
     query_within(state, PROBE_PATIENCE, |conn| {
         diesel::sql_query("SELECT 1")
             .execute(conn)

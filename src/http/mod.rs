@@ -58,6 +58,8 @@ pub struct AppState {
     pub answers: cache::Cache<cache::Answer>,
     /// The scrape-time gauges' counts, per commit.
     pub gauges: cache::Cache<streamstats_actors::store::queries::RecentCounts>,
+    /// The database probe in flight, shared by concurrent health checks.
+    pub probe: health::Probe,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             checkpoint_interval,
             answers: cache::Cache::new(cache_ttl, CACHE_ENTRIES, CACHE_BYTES),
             gauges: cache::Cache::new(cache_ttl, 1, 1 << 10),
+            probe: health::Probe::default(),
         })
     }
 }
