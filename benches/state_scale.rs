@@ -137,9 +137,13 @@ fn stream_count_run(broker: &Broker, postgres: &Postgres, name: &str, scenario: 
         panic!("{name}: {diff}");
     }
     serve.terminate();
+    let writes = table_writes(&db);
+    // Autovacuum of this run's tables would otherwise write WAL (which is
+    // cluster-wide) while a later run measures its own.
+    postgres.drop_database(&db);
     Run {
         name: name.to_owned(),
-        writes: table_writes(&db),
+        writes,
         rate: events as f64 / took.as_secs_f64(),
         wal_per_event: wal as f64 / events as f64,
         rss_kib,

@@ -162,6 +162,17 @@ impl Postgres {
             .expect("database is creatable");
         self.url(&name)
     }
+
+    /// Drops the database of `url` (made by [`Postgres::create_database`]),
+    /// so that its background maintenance does not weigh on what runs next.
+    #[allow(dead_code)] // used by benchmarks only
+    pub fn drop_database(&self, url: &str) {
+        let name = url.rsplit('/').next().expect("a database url");
+        let mut conn = PgConnection::establish(&self.url("postgres")).expect("postgres is up");
+        diesel::sql_query(format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn)
+            .expect("database is droppable");
+    }
 }
 
 impl Drop for Postgres {
