@@ -125,8 +125,8 @@ pub(super) fn write_states(
             bind_states(conn, &sql, topic, &all, now)?;
         }
         WriteMode::AsTracked => {
-            let stored: Vec<bool> = streams.iter().map(|s| s.stored).collect();
-            let (old, new) = split(streams, &stored);
+            let (old, new): (Vec<&StreamRecord>, Vec<&StreamRecord>) =
+                streams.iter().partition(|s| s.stored);
             bind_states(conn, &format!("{INSERT_STATES}{STATES}"), topic, &new, now)?;
             let sql = format!("{UPDATE_STATES}{STATES} WHERE ss.stream_id = t.s");
             let updated = bind_states(conn, &sql, topic, &old, now)?;
@@ -136,15 +136,16 @@ pub(super) fn write_states(
     Ok(())
 }
 
-/// `items` as (stored, new) by `stored`.
-fn split<'a, T>(items: &'a [T], stored: &[bool]) -> (Vec<&'a T>, Vec<&'a T>) {
+/// `rows` as (stored, new) by their `stored` flags; a row without a flag
+/// counts as new (an insert, which a stored row refuses).
+fn split<'a>(rows: &'a [WindowRow], stored: &[bool]) -> (Vec<&'a WindowRow>, Vec<&'a WindowRow>) {
     let mut old = Vec::new();
     let mut new = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, row) in rows.iter().enumerate() {
         if stored.get(i).copied().unwrap_or(false) {
-            old.push(item);
+            old.push(row);
         } else {
-            new.push(item);
+            new.push(row);
         }
     }
     (old, new)
