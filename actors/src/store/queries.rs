@@ -116,7 +116,7 @@ CROSS JOIN LATERAL (
     SELECT * FROM stream_metrics_minute r
     WHERE r.window_start = ss.latest_window_start AND r.stream_id = ss.stream_id
     LIMIT 1) m
-WHERE ss.latest_window_start IS NOT NULL AND ss.stream_id > $1
+WHERE ss.has_windows AND ss.stream_id > $1
 ORDER BY ss.stream_id
 LIMIT $2";
 

@@ -67,6 +67,7 @@ diesel::table! {
         watermark -> Nullable<Timestamptz>,
         latest_window_start -> Nullable<Timestamptz>,
         has_open_windows -> Bool,
+        has_windows -> Bool,
     }
 }
 
