@@ -127,7 +127,7 @@ impl Truth {
         };
         let stream = self
             .streams
-            .entry(event.stream_id.clone())
+            .entry(event.stream_id.to_string())
             .or_insert_with(|| StreamWindows::new(event.stream_id.clone()));
         match stream.apply(&event, self.allowed_lateness) {
             Applied::Late => self.reject(RejectReason::Late),

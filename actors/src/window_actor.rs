@@ -127,7 +127,7 @@ impl Handler<EventBatch> for WindowActor {
                             self.model.watermark()
                         ),
                         payload: batch.payloads.get(env.payload).unwrap_or_default().to_vec(),
-                        key: env.keyed.then(|| env.event.stream_id.clone().into_bytes()),
+                        key: env.keyed.then(|| env.event.stream_id.as_bytes().to_vec()),
                     });
                 }
             }

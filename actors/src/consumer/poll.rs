@@ -223,10 +223,10 @@ impl Incarnation {
                     event,
                 };
                 // The stream's id is copied once per batch, not per event.
-                match batch.groups.get_mut(&envelope.event.stream_id) {
+                match batch.groups.get_mut(envelope.event.stream_id.as_str()) {
                     Some(events) => events.push(envelope),
                     None => {
-                        let stream_id = envelope.event.stream_id.clone();
+                        let stream_id = envelope.event.stream_id.to_string();
                         batch.groups.insert(stream_id, vec![envelope]);
                     }
                 }

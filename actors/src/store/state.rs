@@ -20,6 +20,7 @@ use super::schema::{
 use super::upsert::WriteMode;
 use super::Result;
 use crate::checkpoint::Increments;
+use crate::event::Id;
 use crate::hash::FastSet;
 use crate::window::{MinuteAgg, StreamStateRow, StreamWindows, WindowRow, WINDOW};
 
@@ -152,9 +153,12 @@ pub fn load_streams(
             .filter(wc::stream_id.eq_any(&with_open))
             .select((wc::stream_id, wc::window_start, wc::user_id))
             .load(conn)?;
-        let mut by_window: HashMap<(String, DateTime<Utc>), FastSet<String>> = HashMap::new();
+        let mut by_window: HashMap<(String, DateTime<Utc>), FastSet<Id>> = HashMap::new();
         for (stream, start, user) in chatters {
-            by_window.entry((stream, start)).or_default().insert(user);
+            by_window
+                .entry((stream, start))
+                .or_default()
+                .insert(Id::from(user));
         }
         for row in rows.into_iter().map(WindowRow::from) {
             let chatters = by_window
@@ -169,9 +173,9 @@ pub fn load_streams(
         .filter(sv::stream_id.eq_any(stream_ids))
         .select((sv::stream_id, sv::user_id))
         .load(conn)?;
-    let mut sets: HashMap<String, FastSet<String>> = HashMap::new();
+    let mut sets: HashMap<String, FastSet<Id>> = HashMap::new();
     for (stream, user) in viewers {
-        sets.entry(stream).or_default().insert(user);
+        sets.entry(stream).or_default().insert(Id::from(user));
     }
     Ok(states
         .into_iter()

@@ -6,7 +6,7 @@ use crate::hash::FastSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::EventKind;
+use crate::event::{EventKind, Id};
 
 /// Length of a tumbling window.
 pub const WINDOW: TimeDelta = TimeDelta::minutes(1);
@@ -37,7 +37,7 @@ pub struct MinuteAgg {
     /// Size of the stream's viewer set right after the last event applied here.
     pub active_viewers: i64,
     /// Distinct users who chatted in the window.
-    pub chatters: FastSet<String>,
+    pub chatters: FastSet<Id>,
     /// The window's row is in `stream_metrics_minute` (a checkpoint took
     /// it, or it was restored from there): its next write is an update.
     pub stored: bool,
@@ -74,7 +74,7 @@ impl MinuteAgg {
     }
 
     /// The aggregate an open window's stored row and chatters describe.
-    pub fn from_row(row: &WindowRow, chatters: FastSet<String>) -> Self {
+    pub fn from_row(row: &WindowRow, chatters: FastSet<Id>) -> Self {
         MinuteAgg {
             events: row.events,
             viewer_joins: row.viewer_joins,

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::minute::{minute_of, MinuteAgg, WindowRow, WINDOW};
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Id};
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,7 @@ impl Changes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamWindows {
     stream_id: String,
-    viewers: FastSet<String>,
+    viewers: FastSet<Id>,
     is_live: bool,
     last_event_at: Option<DateTime<Utc>>,
     /// Windows ending at or before this instant are final.
@@ -113,7 +113,7 @@ pub struct StreamWindows {
     /// The state row is in `stream_state` (taken or restored).
     state_stored: bool,
     viewer_delta: ViewerSets,
-    new_chatters: Vec<(DateTime<Utc>, String)>,
+    new_chatters: Vec<(DateTime<Utc>, Id)>,
 }
 
 /// Presence-set increments as sets, so a join and a leave of the same user
@@ -121,8 +121,8 @@ pub struct StreamWindows {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ViewerSets {
     cleared: bool,
-    added: FastSet<String>,
-    removed: FastSet<String>,
+    added: FastSet<Id>,
+    removed: FastSet<Id>,
 }
 
 impl StreamWindows {
@@ -150,7 +150,7 @@ impl StreamWindows {
     pub fn restore(
         state: &StreamStateRow,
         watermark: Option<DateTime<Utc>>,
-        viewers: FastSet<String>,
+        viewers: FastSet<Id>,
         open: BTreeMap<DateTime<Utc>, MinuteAgg>,
     ) -> Self {
         StreamWindows {
@@ -232,7 +232,7 @@ impl StreamWindows {
         let viewers = self.viewers.len();
         let agg = self.window_mut(start);
         if let Some(chatter) = agg.apply(&event.kind, viewers) {
-            self.new_chatters.push((start, chatter.to_owned()));
+            self.new_chatters.push((start, Id::from(chatter)));
         }
         if self.dirty.last() != Some(&start) {
             self.dirty.push(start);
@@ -326,12 +326,13 @@ impl StreamWindows {
         let chatters = std::mem::take(&mut self.new_chatters)
             .into_iter()
             .filter(|(start, _)| self.window(*start).is_some())
+            .map(|(start, user)| (start, String::from(user)))
             .collect();
         let delta = std::mem::take(&mut self.viewer_delta);
         let viewers = ViewerDelta {
             cleared: delta.cleared,
-            added: delta.added.into_iter().collect(),
-            removed: delta.removed.into_iter().collect(),
+            added: delta.added.into_iter().map(String::from).collect(),
+            removed: delta.removed.into_iter().map(String::from).collect(),
         };
         let state = std::mem::take(&mut self.state_due).then(|| self.state_row());
         let state_stored = self.state_stored;

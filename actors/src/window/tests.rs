@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Id};
 
 const LATENESS: TimeDelta = TimeDelta::minutes(10);
 
@@ -15,7 +15,6 @@ fn at(hms: &str) -> DateTime<Utc> {
 
 fn ev(hms: &str, kind: EventKind) -> Event {
     Event {
-        event_id: format!("e-{hms}"),
         ts: at(hms),
         stream_id: "s".into(),
         kind,
@@ -297,17 +296,18 @@ impl Stored {
             .values()
             .filter(|r| !r.is_final)
             .map(|r| {
-                let chatters = self
+                let chatters: crate::hash::FastSet<Id> = self
                     .chatters
                     .get(&r.window_start)
-                    .cloned()
+                    .map(|set| set.iter().map(|u| Id::from(u.as_str())).collect())
                     .unwrap_or_default();
                 assert_eq!(chatters.len() as i64, r.unique_chatters);
                 (r.window_start, MinuteAgg::from_row(r, chatters))
             })
             .collect();
         let state = self.state.clone().expect("a state row was stored");
-        StreamWindows::restore(&state, self.watermark, self.viewers.clone(), open)
+        let viewers = self.viewers.iter().map(|u| Id::from(u.as_str())).collect();
+        StreamWindows::restore(&state, self.watermark, viewers, open)
     }
 }
 
