@@ -19,23 +19,41 @@ pub struct Envelope {
     pub partition: i32,
     /// Offset (a file source's line position).
     pub offset: i64,
-    /// Where its raw payload is in the batch's [`EventBatch::payloads`].
+    /// Where its raw payload is in its batch's [`PollBatch::payloads`].
     pub payload: Range<usize>,
     /// It came with a Kafka key (which, being valid, is its `stream_id`).
     pub keyed: bool,
 }
 
-/// One poll batch's events of one stream, in log order, with the raw
-/// payloads of the whole batch in one buffer that every stream's message
-/// shares: a late event's dead letter copies its bytes out, nothing else
-/// copies or allocates per event.
+/// One poll batch's valid events in log order and the raw payloads they
+/// came in, shared by every stream's [`EventBatch`]: grouping the batch
+/// by stream moves no event and copies no payload.
+#[derive(Debug, Default)]
+pub struct PollBatch {
+    /// The batch's valid events, in log order.
+    pub events: Vec<Envelope>,
+    /// The raw payloads, back to back (for a file, the lines as read).
+    pub payloads: Vec<u8>,
+}
+
+/// One stream's events of a poll batch: a late event's dead letter copies
+/// its bytes out, nothing else copies or allocates per event.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct EventBatch {
-    /// The stream's events.
-    pub events: Vec<Envelope>,
-    /// The payloads of the poll batch the events came in.
-    pub payloads: Arc<Vec<u8>>,
+    /// The poll batch.
+    pub batch: Arc<PollBatch>,
+    /// Where the stream's events are in `batch.events`, in log order.
+    pub indices: Vec<u32>,
+}
+
+impl EventBatch {
+    /// The stream's events, in log order.
+    pub fn events(&self) -> impl Iterator<Item = &Envelope> {
+        self.indices
+            .iter()
+            .filter_map(|&i| self.batch.events.get(i as usize))
+    }
 }
 
 /// Checkpoint barrier: answer on `reply` with everything changed since the

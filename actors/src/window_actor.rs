@@ -113,7 +113,7 @@ impl Handler<EventBatch> for WindowActor {
         }
         let result = catch(|| {
             self.faults.tick(ActorKind::Window, 1);
-            for env in batch.events {
+            for env in batch.events() {
                 self.applied_up_to = self.applied_up_to.max(Some(env.offset));
                 if self.model.apply(&env.event, self.allowed_lateness) == Applied::Late {
                     self.late.push(DeadLetter {
@@ -126,7 +126,12 @@ impl Handler<EventBatch> for WindowActor {
                             env.event.stream_id,
                             self.model.watermark()
                         ),
-                        payload: batch.payloads.get(env.payload).unwrap_or_default().to_vec(),
+                        payload: batch
+                            .batch
+                            .payloads
+                            .get(env.payload.clone())
+                            .unwrap_or_default()
+                            .to_vec(),
                         key: env.keyed.then(|| env.event.stream_id.as_bytes().to_vec()),
                     });
                 }
@@ -161,7 +166,7 @@ impl Handler<Barrier> for WindowActor {
 mod tests {
     use super::*;
     use crate::event::Event;
-    use crate::messages::Envelope;
+    use crate::messages::{Envelope, PollBatch};
     use chrono::{DateTime, Utc};
 
     struct Sink;
@@ -189,9 +194,13 @@ mod tests {
 
     fn batch(events: Vec<Envelope>) -> EventBatch {
         let payload = br#"{"event_id":"e","ts":"2025-12-31T23:59:00Z","event_type":"stream_start","stream_id":"s"}"#;
+        let indices = (0..events.len() as u32).collect();
         EventBatch {
-            events,
-            payloads: std::sync::Arc::new(payload.to_vec()),
+            batch: std::sync::Arc::new(PollBatch {
+                events,
+                payloads: payload.to_vec(),
+            }),
+            indices,
         }
     }
 

@@ -8,11 +8,12 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::BaseConsumer;
 
+use super::batch::BatchPool;
 use super::file_source::FileInput;
 use super::{Env, PipelineContext, RestoreError};
 use crate::checkpoint::{DeadLetter, Phase, Restored};
 use crate::hash::FastMap;
-use crate::messages::{Envelope, EventBatch, WindowFailed};
+use crate::messages::{EventBatch, PollBatch, WindowFailed};
 use crate::store;
 use crate::window::StreamWindows;
 use crate::window_actor::WindowActor;
@@ -83,6 +84,8 @@ pub(super) struct Incarnation {
     pub last_kafka_commit: Option<Instant>,
     /// A failed offset copy to Kafka was already reported.
     pub kafka_commit_warned: bool,
+    /// Poll batches lent to the window actors, for reuse.
+    pub batches: BatchPool,
 }
 
 impl Incarnation {
@@ -100,6 +103,7 @@ impl Incarnation {
             refusals: 0,
             last_kafka_commit: None,
             kafka_commit_warned: false,
+            batches: BatchPool::default(),
         }
     }
 
@@ -157,8 +161,8 @@ impl Incarnation {
         &mut self,
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
-        groups: FastMap<String, Vec<Envelope>>,
-        payloads: &Arc<Vec<u8>>,
+        groups: FastMap<String, Vec<u32>>,
+        batch: &Arc<PollBatch>,
     ) -> Result<(), RestoreError> {
         let unknown: Vec<String> = groups
             .keys()
@@ -168,17 +172,18 @@ impl Incarnation {
         if !unknown.is_empty() {
             let mut conn = env.pool.get().map_err(store::StoreError::from)?;
             for (_, model) in store::load_streams(&mut conn, &unknown)? {
-                let Some(events) = groups.get(model.stream_id()) else {
+                let Some(partition) = first_partition(batch, groups.get(model.stream_id())) else {
                     continue;
                 };
-                let partition = events[0].partition;
                 self.spawn_window(env, on_failure, model, partition);
             }
             env.metrics.streams_restored.inc_by(unknown.len() as u64);
         }
         let now = Instant::now();
-        for (stream_id, events) in groups {
-            let partition = events[0].partition;
+        for (stream_id, indices) in groups {
+            let Some(partition) = first_partition(batch, Some(&indices)) else {
+                continue;
+            };
             if !self.streams.contains_key(&stream_id) {
                 let model = StreamWindows::new(stream_id.clone());
                 self.spawn_window(env, on_failure, model, partition);
@@ -188,8 +193,8 @@ impl Incarnation {
                 entry.evict = false;
                 entry.last_event = now;
                 entry.addr.do_send(EventBatch {
-                    events,
-                    payloads: payloads.clone(),
+                    batch: batch.clone(),
+                    indices,
                 });
             }
         }
@@ -263,4 +268,10 @@ impl Incarnation {
             .filter_map(|(p, pos)| pos.next_offset.map(|next| (*p, next)))
             .collect()
     }
+}
+
+/// The partition of a stream's first event in `batch`.
+fn first_partition(batch: &PollBatch, indices: Option<&Vec<u32>>) -> Option<i32> {
+    let first = *indices?.first()?;
+    batch.events.get(first as usize).map(|e| e.partition)
 }

@@ -20,6 +20,7 @@
 //! topic, no group membership, fenced by leases in `partition_owners`) or
 //! from the consumer group's rebalances (see [`AssignmentMode`]).
 
+mod batch;
 mod checkpointing;
 mod claim;
 mod context;

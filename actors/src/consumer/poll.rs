@@ -3,8 +3,7 @@
 //! actors; assignment changes observed during a Kafka poll are applied in
 //! log order.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::Range;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -13,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::Message as _;
 
+use super::batch::Batch;
 use super::file_source::{FileInput, ParsedBatch};
 use super::incarnation::{Incarnation, Input};
 use super::{
@@ -20,13 +20,20 @@ use super::{
     IDLE_POLL, MAX_BATCH,
 };
 use crate::checkpoint::DeadLetter;
-use crate::event::{Event, RejectReason, Rejection};
-use crate::hash::FastMap;
-use crate::messages::{Envelope, WindowFailed};
+use crate::event::{Event, Rejection};
+use crate::messages::WindowFailed;
 use crate::supervise::ActorKind;
 
 /// Longest wait for the file reader's next batch in one poll.
 const FILE_WAIT: Duration = Duration::from_millis(20);
+
+/// Where a record's raw payload is.
+enum Payload<'a> {
+    /// In the client's buffer (a Kafka message): copied into the batch.
+    Borrowed(&'a [u8]),
+    /// Already in the batch's payload buffer (a file's line).
+    InBatch(Range<usize>),
+}
 
 /// One message or line, with what its dead letter would need.
 struct Record<'a> {
@@ -34,30 +41,10 @@ struct Record<'a> {
     offset: i64,
     /// The Kafka key; `None` for a file line (the key check does not apply).
     key: Option<Option<&'a [u8]>>,
-    payload: &'a [u8],
+    payload: Payload<'a>,
     /// The Kafka message timestamp (for a line, when it was read),
     /// bounding the event time.
     log_time: Option<DateTime<Utc>>,
-}
-
-/// One batch being built: valid events grouped by stream, their payloads
-/// in one buffer, and counts.
-#[derive(Default)]
-struct Batch {
-    groups: FastMap<String, Vec<Envelope>>,
-    payloads: Vec<u8>,
-    consumed: u64,
-    rejected: BTreeMap<RejectReason, u64>,
-}
-
-impl Batch {
-    /// Hands the grouped events over with their payloads; the batch keeps
-    /// its counts and starts a new payload buffer.
-    fn take_groups(&mut self) -> (FastMap<String, Vec<Envelope>>, Arc<Vec<u8>>) {
-        let capacity = self.payloads.capacity();
-        let payloads = std::mem::replace(&mut self.payloads, Vec::with_capacity(capacity));
-        (std::mem::take(&mut self.groups), Arc::new(payloads))
-    }
 }
 
 impl Incarnation {
@@ -67,7 +54,7 @@ impl Incarnation {
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
     ) -> Result<bool, ConsumerError> {
-        let mut batch = Batch::default();
+        let mut batch = Batch::reusing(self.batches.reclaim().unwrap_or_default());
         let full = match &self.input {
             Input::Kafka(client) => {
                 let client = client.clone();
@@ -75,8 +62,9 @@ impl Incarnation {
             }
             Input::Files(_) => self.read_files(env, &mut batch)?,
         };
-        let (groups, payloads) = batch.take_groups();
-        self.dispatch(env, on_failure, groups, &payloads)?;
+        let (groups, data) = batch.take_groups();
+        self.dispatch(env, on_failure, groups, &data)?;
+        self.batches.lend(data);
         env.metrics.events_consumed.inc_by(batch.consumed);
         for (reason, n) in batch.rejected {
             env.metrics
@@ -106,8 +94,7 @@ impl Incarnation {
                 match event {
                     AssignmentEvent::Failed(error) => return Err(error.into()),
                     AssignmentEvent::Revoked => {
-                        batch.groups.clear();
-                        batch.payloads.clear();
+                        batch.discard();
                         self.revoke_all(env);
                     }
                     AssignmentEvent::Assigned {
@@ -115,8 +102,8 @@ impl Incarnation {
                         partitions,
                         restored,
                     } => {
-                        let (groups, payloads) = batch.take_groups();
-                        self.dispatch(env, on_failure, groups, &payloads)?;
+                        let (groups, data) = batch.take_groups();
+                        self.dispatch(env, on_failure, groups, &data)?;
                         self.restore(env, on_failure, epoch, &partitions, restored)?;
                     }
                 }
@@ -143,7 +130,7 @@ impl Incarnation {
                 partition: msg.partition(),
                 offset: msg.offset(),
                 key: Some(msg.key()),
-                payload: msg.payload().unwrap_or_default(),
+                payload: Payload::Borrowed(msg.payload().unwrap_or_default()),
                 log_time,
             };
             self.take_parsed(env, batch, record, None);
@@ -161,17 +148,22 @@ impl Incarnation {
             return Ok(false);
         };
         let ParsedBatch {
-            lines,
+            mut lines,
             parsed,
             read_at,
             ended,
         } = read?;
+        // The lines as read become the batch's payload buffer, and the
+        // reader gets the buffer of an earlier batch back instead.
+        let spare = std::mem::take(&mut batch.data.payloads);
+        batch.data.payloads = std::mem::replace(&mut lines.buf, spare);
+        batch.data.events.reserve(lines.lines.len());
         for ((range, position), parsed) in lines.lines.iter().zip(parsed) {
             let record = Record {
                 partition: 0,
                 offset: position.offset(),
                 key: None,
-                payload: &lines.buf[range.clone()],
+                payload: Payload::InBatch(range.clone()),
                 log_time: Some(read_at),
             };
             self.take_parsed(env, batch, record, Some(parsed));
@@ -207,38 +199,47 @@ impl Incarnation {
         pos.next_offset = Some(record.offset + 1);
         pos.at_eof = false;
         let skew = env.cfg.max_future_skew;
-        let parsed = parsed.unwrap_or_else(|| match record.key {
-            Some(key) => Event::from_message(key, record.payload, record.log_time, skew),
-            None => Event::parse_bounded(record.payload, record.log_time, skew),
-        });
-        match parsed {
-            Ok(event) => {
-                let start = batch.payloads.len();
-                batch.payloads.extend_from_slice(record.payload);
-                let envelope = Envelope {
-                    partition: record.partition,
-                    offset: record.offset,
-                    payload: start..batch.payloads.len(),
-                    keyed: record.key.is_some(),
-                    event,
-                };
-                // The stream's id is copied once per batch, not per event.
-                match batch.groups.get_mut(envelope.event.stream_id.as_str()) {
-                    Some(events) => events.push(envelope),
-                    None => {
-                        let stream_id = envelope.event.stream_id.to_string();
-                        batch.groups.insert(stream_id, vec![envelope]);
-                    }
+        let parsed = parsed.unwrap_or_else(|| {
+            let payload = match &record.payload {
+                Payload::Borrowed(bytes) => bytes,
+                Payload::InBatch(range) => {
+                    batch.data.payloads.get(range.clone()).unwrap_or_default()
                 }
+            };
+            match record.key {
+                Some(key) => Event::from_message(key, payload, record.log_time, skew),
+                None => Event::parse_bounded(payload, record.log_time, skew),
             }
-            Err(rejection) => {
+        });
+        let keyed = matches!(record.key, Some(Some(_)));
+        match (parsed, record.payload) {
+            (Ok(event), Payload::Borrowed(bytes)) => {
+                batch.push(event, record.partition, record.offset, keyed, bytes, None);
+            }
+            (Ok(event), Payload::InBatch(range)) => {
+                batch.push(
+                    event,
+                    record.partition,
+                    record.offset,
+                    keyed,
+                    &[],
+                    Some(range),
+                );
+            }
+            (Err(rejection), payload) => {
+                let payload = match payload {
+                    Payload::Borrowed(bytes) => bytes.to_vec(),
+                    Payload::InBatch(range) => {
+                        batch.data.payloads.get(range).unwrap_or_default().to_vec()
+                    }
+                };
                 *batch.rejected.entry(rejection.reason).or_default() += 1;
                 self.pending.dead_letters.push(DeadLetter {
                     partition: record.partition,
                     offset: record.offset,
                     reason: rejection.reason,
                     error: rejection.detail,
-                    payload: record.payload.to_vec(),
+                    payload,
                     key: record.key.flatten().map(<[u8]>::to_vec),
                 });
             }

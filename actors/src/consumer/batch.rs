@@ -1,0 +1,112 @@
+//! One poll batch being built, and the buffers of earlier batches kept for
+//! reuse: a batch's events and payloads are handed to the window actors
+//! behind one `Arc`, and come back here once every actor has dropped it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::event::{Event, RejectReason};
+use crate::hash::FastMap;
+use crate::messages::{Envelope, PollBatch};
+
+/// Poll batches lent to the window actors that are kept for reuse once
+/// returned; older ones are left to be freed.
+const KEPT_BATCHES: usize = 4;
+
+/// One batch being built: valid events in log order with their payloads,
+/// the positions of each stream's events, and counts.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub data: PollBatch,
+    /// Each stream's events, as positions in `data.events`.
+    pub groups: FastMap<String, Vec<u32>>,
+    pub consumed: u64,
+    pub rejected: BTreeMap<RejectReason, u64>,
+}
+
+impl Batch {
+    /// A batch that starts with `data`'s buffers (emptied).
+    pub fn reusing(mut data: PollBatch) -> Batch {
+        data.events.clear();
+        data.payloads.clear();
+        Batch {
+            data,
+            ..Batch::default()
+        }
+    }
+
+    /// Adds a valid event whose raw payload is `payload`, or, when
+    /// `in_buffer` says where, already in the batch's payload buffer.
+    pub fn push(
+        &mut self,
+        event: Event,
+        partition: i32,
+        offset: i64,
+        keyed: bool,
+        payload: &[u8],
+        in_buffer: Option<Range<usize>>,
+    ) {
+        let payload = in_buffer.unwrap_or_else(|| {
+            let start = self.data.payloads.len();
+            self.data.payloads.extend_from_slice(payload);
+            start..self.data.payloads.len()
+        });
+        let index = u32::try_from(self.data.events.len()).unwrap_or(u32::MAX);
+        // The stream's id is copied once per batch, not per event.
+        match self.groups.get_mut(event.stream_id.as_str()) {
+            Some(indices) => indices.push(index),
+            None => {
+                self.groups.insert(event.stream_id.to_string(), vec![index]);
+            }
+        }
+        self.data.events.push(Envelope {
+            event,
+            partition,
+            offset,
+            payload,
+            keyed,
+        });
+    }
+
+    /// Drops the events not yet handed over (their partitions were revoked).
+    pub fn discard(&mut self) {
+        self.groups.clear();
+        self.data.events.clear();
+        self.data.payloads.clear();
+    }
+
+    /// Hands the events over, grouped by stream; the batch keeps its
+    /// counts and continues with empty buffers.
+    pub fn take_groups(&mut self) -> (FastMap<String, Vec<u32>>, Arc<PollBatch>) {
+        (
+            std::mem::take(&mut self.groups),
+            Arc::new(std::mem::take(&mut self.data)),
+        )
+    }
+}
+
+/// Poll batches lent to the window actors, reused once every actor is done
+/// with them (their buffers keep their capacity: no fresh pages to fault
+/// in for each batch).
+#[derive(Default)]
+pub(super) struct BatchPool {
+    lent: VecDeque<Arc<PollBatch>>,
+}
+
+impl BatchPool {
+    /// Keeps `batch` for reuse.
+    pub fn lend(&mut self, batch: Arc<PollBatch>) {
+        if self.lent.len() >= KEPT_BATCHES {
+            self.lent.pop_front();
+        }
+        self.lent.push_back(batch);
+    }
+
+    /// A returned batch's buffers, if one is back.
+    pub fn reclaim(&mut self) -> Option<PollBatch> {
+        let back = self.lent.iter().position(|b| Arc::strong_count(b) == 1)?;
+        let batch = self.lent.remove(back)?;
+        Arc::try_unwrap(batch).ok()
+    }
+}
