@@ -58,6 +58,8 @@ pub(super) struct LineBatch {
     pub buf: Vec<u8>,
     /// Each event's bytes in `buf` and its position.
     pub lines: Vec<(Range<usize>, LinePosition)>,
+    /// Each line's parse, in line order (filled by the reader thread).
+    pub parsed: Vec<Result<Event, Rejection>>,
 }
 
 /// Counts the bytes read from a file, for the progress bar.
@@ -179,7 +181,6 @@ impl FileSource {
 /// A batch of lines with each line's parse, in line order.
 pub(super) struct ParsedBatch {
     pub lines: LineBatch,
-    pub parsed: Vec<Result<Event, Rejection>>,
     /// When it was read: the log time that bounds its event times.
     pub read_at: DateTime<Utc>,
     /// The last file ended with this batch.
@@ -228,14 +229,18 @@ impl FileReader {
                 let _ = tx.send(Err(e));
                 return;
             }
+            // Bytes of the last batch: a fresh buffer is allocated at that
+            // size at once rather than grown (and copied) line by line.
+            let mut last_bytes = 0;
             loop {
                 let mut lines = recycled.try_recv().unwrap_or_default();
+                lines.buf.reserve(last_bytes);
                 let read = source.read_batch(&mut lines, BATCH_LINES).map(|ended| {
+                    last_bytes = lines.buf.len();
                     let read_at = Utc::now();
-                    let parsed = parse_in_parallel(&lines, Some(read_at), skew);
+                    parse_in_parallel(&mut lines, Some(read_at), skew);
                     ParsedBatch {
                         lines,
-                        parsed,
                         read_at,
                         ended,
                     }
@@ -264,24 +269,21 @@ impl FileReader {
         }
     }
 
-    /// Hands a batch's line buffer back for reuse.
+    /// Hands a batch's buffers back for reuse.
     pub fn recycle(&self, lines: LineBatch) {
         let _ = self.recycle.send(lines);
     }
 }
 
-/// Parses a batch of lines on rayon's pool; the results keep line order.
-fn parse_in_parallel(
-    lines: &LineBatch,
-    log_time: Option<DateTime<Utc>>,
-    skew: TimeDelta,
-) -> Vec<Result<Event, Rejection>> {
+/// Parses a batch of lines on rayon's pool into `lines.parsed` (reusing
+/// its allocation); the results keep line order.
+fn parse_in_parallel(lines: &mut LineBatch, log_time: Option<DateTime<Utc>>, skew: TimeDelta) {
+    let LineBatch { buf, lines, parsed } = lines;
     lines
-        .lines
         .par_iter()
         .with_min_len(PARALLEL_PARSE_MIN)
-        .map(|(range, _)| Event::parse_bounded(&lines.buf[range.clone()], log_time, skew))
-        .collect()
+        .map(|(range, _)| Event::parse_bounded(&buf[range.clone()], log_time, skew))
+        .collect_into_vec(parsed);
 }
 
 fn read_error(path: &Path, source: io::Error) -> ReadError {

@@ -149,7 +149,6 @@ impl Incarnation {
         };
         let ParsedBatch {
             mut lines,
-            parsed,
             read_at,
             ended,
         } = read?;
@@ -158,7 +157,7 @@ impl Incarnation {
         let spare = std::mem::take(&mut batch.data.payloads);
         batch.data.payloads = std::mem::replace(&mut lines.buf, spare);
         batch.data.events.reserve(lines.lines.len());
-        for ((range, position), parsed) in lines.lines.iter().zip(parsed) {
+        for ((range, position), parsed) in lines.lines.iter().zip(lines.parsed.drain(..)) {
             let record = Record {
                 partition: 0,
                 offset: position.offset(),
