@@ -191,7 +191,7 @@ impl StreamWindows {
 
     /// True when the window starting at `window_start` is final.
     pub fn is_final(&self, window_start: DateTime<Utc>) -> bool {
-        self.watermark.is_some_and(|wm| window_start + WINDOW <= wm)
+        self.watermark.is_some_and(|wm| window_start <= wm - WINDOW)
     }
 
     /// Applies one event of this stream, in log order.
@@ -254,9 +254,14 @@ impl StreamWindows {
         }
         self.watermark = Some(to);
         self.state_due = true;
+        // Windows starting at or before this one end at or before `to`.
+        let last_closing = to - WINDOW;
+        if self.open.first().is_none_or(|(start, _)| *start > last_closing) {
+            return;
+        }
         let closing = self
             .open
-            .partition_point(|(start, _)| *start + WINDOW <= to);
+            .partition_point(|(start, _)| *start <= last_closing);
         for (start, agg) in self.open.drain(..closing) {
             self.closed
                 .push((agg.to_row(&self.stream_id, start, true), agg.stored));
