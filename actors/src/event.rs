@@ -333,8 +333,14 @@ fn string_field<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Rejec
 
 fn id_field(name: &str, raw: &RawValue, max_chars: usize) -> Result<Id, Rejection> {
     let value = string_field(name, raw)?;
-    let chars = value.chars().count();
-    if chars == 0 || chars > max_chars {
+    // A string of at most `max_chars` bytes has at most that many
+    // characters: count them only for longer ones.
+    let chars = if value.len() <= max_chars {
+        value.len()
+    } else {
+        value.chars().count()
+    };
+    if value.is_empty() || chars > max_chars {
         return Err(reject(
             RejectReason::InvalidId,
             format!("{name} must be 1 to {max_chars} characters, got {chars}"),
