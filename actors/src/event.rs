@@ -206,6 +206,93 @@ struct Wire<'a> {
     amount: Option<&'a RawValue>,
 }
 
+/// The usual wire shape, parsed in one pass: the string fields as strings
+/// without escapes, borrowed from the payload. Anything else (a field of
+/// another type, an escape) fails it, and the payload is parsed again as
+/// [`Wire`], which decides.
+#[derive(Deserialize)]
+struct PlainWire<'a> {
+    #[serde(borrow)]
+    event_id: Option<&'a str>,
+    #[serde(borrow)]
+    ts: Option<&'a str>,
+    #[serde(borrow)]
+    event_type: Option<&'a str>,
+    #[serde(borrow)]
+    stream_id: Option<&'a str>,
+    #[serde(borrow)]
+    user_id: Option<&'a str>,
+    #[serde(borrow)]
+    message_len: Option<&'a RawValue>,
+    #[serde(borrow)]
+    amount_usd: Option<&'a RawValue>,
+    #[serde(borrow)]
+    amount: Option<&'a RawValue>,
+}
+
+/// A field that must hold a string, as either wire shape read it.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    /// A JSON string without escapes: its text.
+    Plain(&'a str),
+    /// Any JSON value, checked by [`string_field`].
+    Raw(&'a RawValue),
+}
+
+impl<'a> Field<'a> {
+    /// The field's string value, or why it is not one.
+    fn string(self, name: &str) -> Result<Cow<'a, str>, Rejection> {
+        match self {
+            Field::Plain(text) => Ok(Cow::Borrowed(text)),
+            Field::Raw(raw) => string_field(name, raw),
+        }
+    }
+}
+
+/// The fields of either wire shape.
+pub(crate) struct Fields<'a> {
+    event_id: Option<Field<'a>>,
+    ts: Option<Field<'a>>,
+    event_type: Option<Field<'a>>,
+    stream_id: Option<Field<'a>>,
+    user_id: Option<Field<'a>>,
+    message_len: Option<&'a RawValue>,
+    amount: Option<&'a RawValue>,
+}
+
+impl<'a> Fields<'a> {
+    /// Parses `text`, an object: in one pass when it has the usual shape.
+    pub(crate) fn parse(text: &'a str) -> Result<Fields<'a>, Rejection> {
+        if let Ok(w) = serde_json::from_str::<PlainWire<'a>>(text) {
+            return Ok(Fields {
+                event_id: w.event_id.map(Field::Plain),
+                ts: w.ts.map(Field::Plain),
+                event_type: w.event_type.map(Field::Plain),
+                stream_id: w.stream_id.map(Field::Plain),
+                user_id: w.user_id.map(Field::Plain),
+                message_len: w.message_len,
+                amount: w.amount_usd.or(w.amount),
+            });
+        }
+        Fields::parse_raw(text)
+    }
+
+    /// Parses `text` as [`Wire`]: every field as raw JSON.
+    pub(crate) fn parse_raw(text: &'a str) -> Result<Fields<'a>, Rejection> {
+        let w: Wire<'a> = serde_json::from_str(text)
+            .map_err(|e| reject(RejectReason::InvalidJson, e.to_string()))?;
+        Ok(Fields {
+            event_id: w.event_id.map(Field::Raw),
+            ts: w.ts.map(Field::Raw),
+            event_type: w.event_type.map(Field::Raw),
+            stream_id: w.stream_id.map(Field::Raw),
+            user_id: w.user_id.map(Field::Raw),
+            message_len: w.message_len,
+            amount: w.amount_usd.or(w.amount),
+        })
+    }
+}
+
 impl Event {
     /// Parses one payload whose log timestamp is `log_time`, with the
     /// default future-skew bound ([`DEFAULT_MAX_FUTURE_SKEW`]).
@@ -263,16 +350,22 @@ impl Event {
                 "payload is not a JSON object",
             ));
         }
-        let wire: Wire<'_> = serde_json::from_str(text)
-            .map_err(|e| reject(RejectReason::InvalidJson, e.to_string()))?;
+        Event::from_fields(Fields::parse(text)?, log_time, max_future_skew)
+    }
 
+    /// Checks the fields of a parsed payload and builds the event.
+    pub(crate) fn from_fields(
+        wire: Fields<'_>,
+        log_time: Option<DateTime<Utc>>,
+        max_future_skew: TimeDelta,
+    ) -> Result<Event, Rejection> {
         id_field(
             "event_id",
             required("event_id", wire.event_id)?,
             MAX_ID_CHARS,
         )?;
         let ts = timestamp(required("ts", wire.ts)?, log_time, max_future_skew)?;
-        let event_type = string_field("event_type", required("event_type", wire.event_type)?)?;
+        let event_type = required("event_type", wire.event_type)?.string("event_type")?;
         let stream_id = id_field(
             "stream_id",
             required("stream_id", wire.stream_id)?,
@@ -290,10 +383,7 @@ impl Event {
             },
             "donation" => EventKind::Donation {
                 user_id: user()?,
-                amount_cents: amount_cents(required(
-                    "amount_usd",
-                    wire.amount_usd.or(wire.amount),
-                )?)?,
+                amount_cents: amount_cents(required("amount_usd", wire.amount)?)?,
             },
             other => {
                 return Err(reject(
@@ -310,8 +400,8 @@ impl Event {
     }
 }
 
-fn required<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<&'a RawValue, Rejection> {
-    raw.ok_or_else(|| reject(RejectReason::MissingField, format!("{name} is required")))
+fn required<T>(name: &str, field: Option<T>) -> Result<T, Rejection> {
+    field.ok_or_else(|| reject(RejectReason::MissingField, format!("{name} is required")))
 }
 
 /// A string field's value: borrowed from the payload when the JSON string
@@ -331,8 +421,8 @@ fn string_field<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Rejec
     }
 }
 
-fn id_field(name: &str, raw: &RawValue, max_chars: usize) -> Result<Id, Rejection> {
-    let value = string_field(name, raw)?;
+fn id_field(name: &str, field: Field<'_>, max_chars: usize) -> Result<Id, Rejection> {
+    let value = field.string(name)?;
     // A string of at most `max_chars` bytes has at most that many
     // characters: count them only for longer ones.
     let chars = if value.len() <= max_chars {
@@ -356,11 +446,11 @@ fn id_field(name: &str, raw: &RawValue, max_chars: usize) -> Result<Id, Rejectio
 }
 
 fn timestamp(
-    raw: &RawValue,
+    field: Field<'_>,
     log_time: Option<DateTime<Utc>>,
     max_future_skew: TimeDelta,
 ) -> Result<DateTime<Utc>, Rejection> {
-    let text = string_field("ts", raw)?;
+    let text = field.string("ts")?;
     let ts = DateTime::parse_from_rfc3339(&text)
         .map_err(|e| {
             reject(

@@ -112,6 +112,29 @@ proptest! {
     }
 
     #[test]
+    fn the_one_pass_parse_agrees_with_the_raw_one(
+        k in kind(),
+        // Quotes and backslashes are escaped in the JSON: the raw path.
+        stream_id in "[a-z\"\\\\/]{1,12}",
+        cut in 0usize..400,
+        byte in prop_oneof![Just(b'\\'), Just(b'"'), Just(b'1'), Just(b'{'), Just(b' '), any::<u8>()],
+    ) {
+        let e = Event { ts: now() - TimeDelta::hours(1), stream_id: stream_id.into(), kind: k };
+        let mut bytes = to_json("e", &e, 0).into_bytes();
+        if cut < bytes.len() {
+            bytes[cut] = byte;
+        }
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let skew = crate::event::DEFAULT_MAX_FUTURE_SKEW;
+            let one_pass = crate::event::Fields::parse(text)
+                .and_then(|f| Event::from_fields(f, Some(now()), skew));
+            let raw = crate::event::Fields::parse_raw(text)
+                .and_then(|f| Event::from_fields(f, Some(now()), skew));
+            prop_assert_eq!(one_pass, raw);
+        }
+    }
+
+    #[test]
     fn valid_events_round_trip(
         event_id in "[a-zA-Z0-9\\-]{1,64}",
         stream_id in "[a-zA-Z0-9\\-ü]{1,128}",

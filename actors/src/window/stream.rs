@@ -256,7 +256,11 @@ impl StreamWindows {
         self.state_due = true;
         // Windows starting at or before this one end at or before `to`.
         let last_closing = to - WINDOW;
-        if self.open.first().is_none_or(|(start, _)| *start > last_closing) {
+        if self
+            .open
+            .first()
+            .is_none_or(|(start, _)| *start > last_closing)
+        {
             return;
         }
         let closing = self
