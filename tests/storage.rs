@@ -1,6 +1,7 @@
 //! Storage against a real Postgres: the embedded migrations apply, are
 //! idempotent, revert, and apply again; money is exact in SQL; a
-//! checkpoint inserts and updates as the model tracked, or upserts.
+//! checkpoint inserts and updates as the model tracked, or upserts, and a
+//! checkpoint larger than one statement is still one transaction.
 
 mod harness;
 
@@ -8,7 +9,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use harness::Postgres;
-use streamstats_actors::checkpoint::{Checkpoint, StreamRecord};
+use streamstats_actors::checkpoint::{Checkpoint, DeadLetter, StreamRecord};
+use streamstats_actors::event::RejectReason;
 use streamstats_actors::store::{self, StoreError, WriteMode};
 use streamstats_actors::window::{StreamStateRow, WindowRow};
 
@@ -196,4 +198,89 @@ fn a_checkpoint_inserts_new_rows_updates_stored_ones_and_refuses_a_difference() 
     assert_eq!(events_stored(&mut conn), vec![3]);
     let states = store::load_stream_state(&mut conn).expect("states");
     assert_eq!(states.len(), 1);
+}
+
+/// A checkpoint of `n` streams with one window row each (all marked
+/// `stored` or all new) and `n` dead letters.
+fn wide_checkpoint(n: usize, events: i64, stored: bool) -> Checkpoint {
+    let mut cp = one_row_checkpoint(events, stored, stored);
+    let (row, record) = (cp.rows[0].clone(), cp.streams[0].clone());
+    cp.rows = (0..n)
+        .map(|i| WindowRow {
+            stream_id: format!("s{i}"),
+            ..row.clone()
+        })
+        .collect();
+    cp.rows_stored = vec![stored; n];
+    cp.streams = (0..n)
+        .map(|i| {
+            let mut r = record.clone();
+            r.state.stream_id = format!("s{i}");
+            r
+        })
+        .collect();
+    cp.dead_letters = (0..n)
+        .map(|i| DeadLetter {
+            partition: 0,
+            offset: i as i64 + events * n as i64,
+            reason: RejectReason::InvalidJson,
+            error: "not JSON".to_owned(),
+            payload: b"{".to_vec(),
+            key: None,
+        })
+        .collect();
+    cp
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .expect("count")
+        .n
+}
+
+#[test]
+fn a_checkpoint_larger_than_one_statement_is_written_whole_or_not_at_all() {
+    let pg = Postgres::start();
+    let url = pg.create_database("wide");
+    let mut conn = PgConnection::establish(&url).expect("connect");
+    store::run_migrations(&mut conn).expect("apply");
+    let now = Utc::now();
+    // Several statements' worth of rows, states and dead letters.
+    let n = 25_001;
+    store::write_checkpoint(
+        &mut conn,
+        &wide_checkpoint(n, 1, false),
+        now,
+        WriteMode::AsTracked,
+    )
+    .expect("inserts");
+    let sum = "SELECT sum(events)::bigint AS n FROM stream_metrics_minute";
+    assert_eq!(count(&mut conn, sum), n as i64);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM stream_state"),
+        n as i64
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM dead_letters"),
+        n as i64
+    );
+
+    // One more row than is stored, at the end of the last statement: the
+    // count check spans the statements, and nothing of it stays.
+    let diverged = wide_checkpoint(n + 1, 2, true);
+    let err = store::write_checkpoint(&mut conn, &diverged, now, WriteMode::AsTracked)
+        .expect_err("an update of a missing row");
+    assert!(matches!(err, StoreError::Diverged(_)), "{err}");
+    assert_eq!(count(&mut conn, sum), n as i64, "rolled back whole");
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM dead_letters"),
+        n as i64
+    );
 }

@@ -24,6 +24,19 @@ pub use results::{dead_letter_counts, load_rows, load_stream_state};
 pub use state::load_streams;
 pub use upsert::WriteMode;
 
+/// Most rows one bulk statement of a checkpoint carries: a larger
+/// checkpoint is written as several statements in its one transaction, so
+/// the bind buffers (ours and libpq's) stay a few megabytes whatever the
+/// number of streams a checkpoint touches.
+const STATEMENT_ROWS: usize = 10_000;
+
+/// The index ranges of `len` items, [`STATEMENT_ROWS`] at a time.
+fn chunks(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..len)
+        .step_by(STATEMENT_ROWS)
+        .map(move |start| start..len.min(start + STATEMENT_ROWS))
+}
+
 /// A pool of Postgres connections.
 pub type Pool = r2d2::Pool<ConnectionManager<PgConnection>>;
 

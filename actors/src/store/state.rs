@@ -18,7 +18,7 @@ use super::schema::{
     stream_metrics_minute as smm, stream_state as ss, stream_viewers as sv, window_chatters as wc,
 };
 use super::upsert::WriteMode;
-use super::Result;
+use super::{chunks, Result};
 use crate::checkpoint::Increments;
 use crate::event::Id;
 use crate::hash::FastSet;
@@ -37,45 +37,48 @@ pub(super) fn write_increments(
         WriteMode::AsTracked => "",
         WriteMode::Upsert => " ON CONFLICT DO NOTHING",
     };
-    if !inc.viewers_cleared.is_empty() {
-        diesel::delete(sv::table.filter(sv::stream_id.eq_any(&inc.viewers_cleared)))
+    for r in chunks(inc.viewers_cleared.len()) {
+        diesel::delete(sv::table.filter(sv::stream_id.eq_any(&inc.viewers_cleared[r])))
             .execute(conn)?;
     }
-    if !inc.viewers_removed.streams.is_empty() {
+    let removed = &inc.viewers_removed;
+    for r in chunks(removed.streams.len()) {
         diesel::sql_query(
             "DELETE FROM stream_viewers WHERE (stream_id, user_id) IN \
              (SELECT * FROM unnest($1::text[], $2::text[]))",
         )
-        .bind::<Array<Text>, _>(&inc.viewers_removed.streams)
-        .bind::<Array<Text>, _>(&inc.viewers_removed.users)
+        .bind::<Array<Text>, _>(&removed.streams[r.clone()])
+        .bind::<Array<Text>, _>(&removed.users[r])
         .execute(conn)?;
     }
-    if !inc.viewers_added.streams.is_empty() {
+    let added = &inc.viewers_added;
+    for r in chunks(added.streams.len()) {
         diesel::sql_query(format!(
             "INSERT INTO stream_viewers (stream_id, user_id) \
              SELECT * FROM unnest($1::text[], $2::text[]){skip_stored}"
         ))
-        .bind::<Array<Text>, _>(&inc.viewers_added.streams)
-        .bind::<Array<Text>, _>(&inc.viewers_added.users)
+        .bind::<Array<Text>, _>(&added.streams[r.clone()])
+        .bind::<Array<Text>, _>(&added.users[r])
         .execute(conn)?;
     }
-    if !inc.chatters_added.streams.is_empty() {
+    let chatters = &inc.chatters_added;
+    for r in chunks(chatters.streams.len()) {
         diesel::sql_query(format!(
             "INSERT INTO window_chatters (stream_id, window_start, user_id) \
              SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[]){skip_stored}"
         ))
-        .bind::<Array<Text>, _>(&inc.chatters_added.streams)
-        .bind::<Array<Timestamptz>, _>(&inc.chatter_windows)
-        .bind::<Array<Text>, _>(&inc.chatters_added.users)
+        .bind::<Array<Text>, _>(&chatters.streams[r.clone()])
+        .bind::<Array<Timestamptz>, _>(&inc.chatter_windows[r.clone()])
+        .bind::<Array<Text>, _>(&chatters.users[r])
         .execute(conn)?;
     }
-    if !inc.closed_streams.is_empty() {
+    for r in chunks(inc.closed_streams.len()) {
         diesel::sql_query(
             "DELETE FROM window_chatters WHERE (stream_id, window_start) IN \
              (SELECT * FROM unnest($1::text[], $2::timestamptz[]))",
         )
-        .bind::<Array<Text>, _>(&inc.closed_streams)
-        .bind::<Array<Timestamptz>, _>(&inc.closed_windows)
+        .bind::<Array<Text>, _>(&inc.closed_streams[r.clone()])
+        .bind::<Array<Timestamptz>, _>(&inc.closed_windows[r])
         .execute(conn)?;
     }
     Ok(())

@@ -17,7 +17,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 
-use super::{Result, StoreError};
+use super::{Result, StoreError, STATEMENT_ROWS};
 use crate::checkpoint::StreamRecord;
 use crate::window::WindowRow;
 
@@ -163,16 +163,27 @@ fn expect_updated(table: &str, expected: usize, updated: usize) -> Result<()> {
 }
 
 /// Runs `sql`, built on [`ROWS`], with `rows` bound as column arrays and
-/// `now` as their `updated_at`; returns the rows it wrote.
+/// `now` as their `updated_at`, [`STATEMENT_ROWS`] at a time; returns the
+/// rows it wrote.
 fn bind_rows(
     conn: &mut PgConnection,
     sql: &str,
     rows: &[&WindowRow],
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    if rows.is_empty() {
-        return Ok(0);
+    let mut written = 0;
+    for chunk in rows.chunks(STATEMENT_ROWS) {
+        written += bind_row_chunk(conn, sql, chunk, now)?;
     }
+    Ok(written)
+}
+
+fn bind_row_chunk(
+    conn: &mut PgConnection,
+    sql: &str,
+    rows: &[&WindowRow],
+    now: DateTime<Utc>,
+) -> Result<usize> {
     let col = |f: fn(&WindowRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<i64>>();
     Ok(diesel::sql_query(sql)
         .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.window_start).collect::<Vec<_>>())
@@ -196,7 +207,8 @@ fn bind_rows(
 }
 
 /// Runs `sql`, built on [`STATES`], with `streams` bound as column arrays,
-/// `now` and `topic`; returns the rows it wrote.
+/// `now` and `topic`, [`STATEMENT_ROWS`] at a time; returns the rows it
+/// wrote.
 fn bind_states(
     conn: &mut PgConnection,
     sql: &str,
@@ -204,9 +216,20 @@ fn bind_states(
     streams: &[&StreamRecord],
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    if streams.is_empty() {
-        return Ok(0);
+    let mut written = 0;
+    for chunk in streams.chunks(STATEMENT_ROWS) {
+        written += bind_state_chunk(conn, sql, topic, chunk, now)?;
     }
+    Ok(written)
+}
+
+fn bind_state_chunk(
+    conn: &mut PgConnection,
+    sql: &str,
+    topic: &str,
+    streams: &[&StreamRecord],
+    now: DateTime<Utc>,
+) -> Result<usize> {
     Ok(diesel::sql_query(sql)
         .bind::<Array<Text>, _>(
             streams
