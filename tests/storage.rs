@@ -51,7 +51,7 @@ fn migrations_apply_reapply_and_revert_cleanly() {
         "stream_metrics_minute",
         "stream_state",
         "stream_viewers",
-        "window_chatters",
+        "window_chatter_chunks",
     ];
     assert_eq!(tables(&mut conn), expected);
 

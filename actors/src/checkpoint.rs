@@ -88,14 +88,50 @@ pub struct Increments {
     pub viewers_removed: StreamUsers,
     /// Viewers to add to the stored sets.
     pub viewers_added: StreamUsers,
-    /// New distinct chatters of open windows (with `chatter_windows`).
+    /// New distinct chatters of open windows (with `chatter_windows` and
+    /// `chatter_chunks`); the entries of one chunk are adjacent.
     pub chatters_added: StreamUsers,
     /// Window start of each entry of `chatters_added`.
     pub chatter_windows: Vec<DateTime<Utc>>,
+    /// Chunk number of each entry of `chatters_added` (per window).
+    pub chatter_chunks: Vec<i32>,
     /// Streams of windows that became final (with `closed_windows`).
     pub closed_streams: Vec<String>,
     /// Starts of the windows that became final: their chatters go.
     pub closed_windows: Vec<DateTime<Utc>>,
+}
+
+impl Increments {
+    /// The ranges of `chatters_added` that form one chunk each (one row of
+    /// `window_chatter_chunks`), in order.
+    pub fn chatter_chunk_ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let key = |i: usize| {
+            (
+                &self.chatters_added.streams[i],
+                self.chatter_windows[i],
+                self.chatter_chunks[i],
+            )
+        };
+        let n = self
+            .chatters_added
+            .streams
+            .len()
+            .min(self.chatter_windows.len())
+            .min(self.chatter_chunks.len());
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start >= n {
+                return None;
+            }
+            let mut end = start + 1;
+            while end < n && key(end) == key(start) {
+                end += 1;
+            }
+            let range = start..end;
+            start = end;
+            Some(range)
+        })
+    }
 }
 
 /// Everything one checkpoint transaction writes.
@@ -151,7 +187,7 @@ impl Checkpoint {
             + inc.viewers_cleared.len()
             + inc.viewers_removed.streams.len()
             + inc.viewers_added.streams.len()
-            + inc.chatters_added.streams.len()
+            + inc.chatter_chunk_ranges().count()
             + inc.closed_streams.len()
             + self.dead_letters.len()
             + self.offsets.len()
@@ -192,10 +228,11 @@ impl Checkpoint {
             inc.viewers_added.streams.push(stream_id.clone());
             inc.viewers_added.users.push(user);
         }
-        for (start, user) in changes.chatters {
+        for (start, chunk, user) in changes.chatters {
             inc.chatters_added.streams.push(stream_id.clone());
             inc.chatters_added.users.push(user);
             inc.chatter_windows.push(start);
+            inc.chatter_chunks.push(chunk);
         }
         for start in changes.closed {
             inc.closed_streams.push(stream_id.clone());

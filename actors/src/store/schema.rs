@@ -79,10 +79,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    window_chatters (stream_id, window_start, user_id) {
+    window_chatter_chunks (stream_id, window_start, chunk) {
         stream_id -> Text,
         window_start -> Timestamptz,
-        user_id -> Text,
+        chunk -> Int4,
+        user_ids -> Array<Text>,
     }
 }
 
@@ -93,5 +94,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     stream_metrics_minute,
     stream_state,
     stream_viewers,
-    window_chatters,
+    window_chatter_chunks,
 );

@@ -1,24 +1,27 @@
 //! The restorable window state, stored incrementally: each stream's small
 //! state in its `stream_state` row, its presence set in `stream_viewers`,
-//! the distinct chatters of its open windows in `window_chatters`, and its
+//! the distinct chatters of its open windows in `window_chatter_chunks` (one
+//! row per window and checkpoint that added chatters), and its
 //! open windows' counters in their non-final `stream_metrics_minute` rows.
 //! A checkpoint writes set-based increments (`unnest` arrays: one
 //! statement per kind of change, never one per stream); a restore reads
 //! the same tables back into the window model for a batch of streams.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text, Timestamptz};
+use diesel::sql_types::{Array, Integer, Text, Timestamptz};
 
 use super::queries::MinuteRecord;
 use super::schema::{
-    stream_metrics_minute as smm, stream_state as ss, stream_viewers as sv, window_chatters as wc,
+    stream_metrics_minute as smm, stream_state as ss, stream_viewers as sv,
+    window_chatter_chunks as wc,
 };
 use super::upsert::WriteMode;
-use super::{chunks, Result};
+use super::{chunks, Result, STATEMENT_ROWS};
 use crate::checkpoint::Increments;
 use crate::event::Id;
 use crate::hash::FastSet;
@@ -61,20 +64,24 @@ pub(super) fn write_increments(
         .bind::<Array<Text>, _>(&added.users[r])
         .execute(conn)?;
     }
+    // Each chunk's ids become one row; a statement carries whole chunks.
     let chatters = &inc.chatters_added;
-    for r in chunks(chatters.streams.len()) {
+    for r in statements_of_chunks(inc.chatter_chunk_ranges()) {
         diesel::sql_query(format!(
-            "INSERT INTO window_chatters (stream_id, window_start, user_id) \
-             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[]){skip_stored}"
+            "INSERT INTO window_chatter_chunks (stream_id, window_start, chunk, user_ids) \
+             SELECT s, w, c, array_agg(u) \
+             FROM unnest($1::text[], $2::timestamptz[], $3::int4[], $4::text[]) AS t(s, w, c, u) \
+             GROUP BY s, w, c{skip_stored}"
         ))
         .bind::<Array<Text>, _>(&chatters.streams[r.clone()])
         .bind::<Array<Timestamptz>, _>(&inc.chatter_windows[r.clone()])
+        .bind::<Array<Integer>, _>(&inc.chatter_chunks[r.clone()])
         .bind::<Array<Text>, _>(&chatters.users[r])
         .execute(conn)?;
     }
     for r in chunks(inc.closed_streams.len()) {
         diesel::sql_query(
-            "DELETE FROM window_chatters WHERE (stream_id, window_start) IN \
+            "DELETE FROM window_chatter_chunks WHERE (stream_id, window_start) IN \
              (SELECT * FROM unnest($1::text[], $2::timestamptz[]))",
         )
         .bind::<Array<Text>, _>(&inc.closed_streams[r.clone()])
@@ -82,6 +89,25 @@ pub(super) fn write_increments(
         .execute(conn)?;
     }
     Ok(())
+}
+
+/// Consecutive `ranges` joined into statements of about
+/// [`STATEMENT_ROWS`] entries, never splitting a range.
+fn statements_of_chunks(
+    ranges: impl Iterator<Item = Range<usize>>,
+) -> impl Iterator<Item = Range<usize>> {
+    let mut ranges = ranges.peekable();
+    std::iter::from_fn(move || {
+        let first = ranges.next()?;
+        let mut statement = first;
+        while statement.len() < STATEMENT_ROWS {
+            match ranges.next_if(|r| r.start == statement.end) {
+                Some(r) => statement.end = r.end,
+                None => break,
+            }
+        }
+        Some(statement)
+    })
 }
 
 /// The streams of `partitions` of `topic` that hold open windows: they are
@@ -152,24 +178,25 @@ pub fn load_streams(
             query = query.filter(smm::window_start.gt(after));
         }
         let rows: Vec<MinuteRecord> = query.load(conn)?;
-        let chatters: Vec<(String, DateTime<Utc>, String)> = wc::table
+        let stored_chunks: Vec<(String, DateTime<Utc>, i32, Vec<String>)> = wc::table
             .filter(wc::stream_id.eq_any(&with_open))
-            .select((wc::stream_id, wc::window_start, wc::user_id))
+            .select((wc::stream_id, wc::window_start, wc::chunk, wc::user_ids))
             .load(conn)?;
-        let mut by_window: HashMap<(String, DateTime<Utc>), FastSet<Id>> = HashMap::new();
-        for (stream, start, user) in chatters {
-            by_window
-                .entry((stream, start))
-                .or_default()
-                .insert(Id::from(user));
+        // Each window's chatters, and the number its next chunk takes.
+        let mut by_window: HashMap<(String, DateTime<Utc>), (FastSet<Id>, i32)> = HashMap::new();
+        for (stream, start, chunk, users) in stored_chunks {
+            let (set, next) = by_window.entry((stream, start)).or_default();
+            set.extend(users.into_iter().map(Id::from));
+            *next = (*next).max(chunk.saturating_add(1));
         }
         for row in rows.into_iter().map(WindowRow::from) {
-            let chatters = by_window
+            let (chatters, chunks) = by_window
                 .remove(&(row.stream_id.clone(), row.window_start))
                 .unwrap_or_default();
-            open.entry(row.stream_id.clone())
-                .or_default()
-                .insert(row.window_start, MinuteAgg::from_row(&row, chatters));
+            open.entry(row.stream_id.clone()).or_default().insert(
+                row.window_start,
+                MinuteAgg::from_row(&row, chatters, chunks),
+            );
         }
     }
     let viewers: Vec<(String, String)> = sv::table

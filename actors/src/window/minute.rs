@@ -38,6 +38,9 @@ pub struct MinuteAgg {
     pub active_viewers: i64,
     /// Distinct users who chatted in the window.
     pub chatters: FastSet<Id>,
+    /// Chunks of chatters stored for the window: the next checkpoint's new
+    /// chatters are stored as chunk number `chunks`.
+    pub chunks: i32,
     /// The window's row is in `stream_metrics_minute` (a checkpoint took
     /// it, or it was restored from there): its next write is an update.
     pub stored: bool,
@@ -74,7 +77,7 @@ impl MinuteAgg {
     }
 
     /// The aggregate an open window's stored row and chatters describe.
-    pub fn from_row(row: &WindowRow, chatters: FastSet<Id>) -> Self {
+    pub fn from_row(row: &WindowRow, chatters: FastSet<Id>, chunks: i32) -> Self {
         MinuteAgg {
             events: row.events,
             viewer_joins: row.viewer_joins,
@@ -85,6 +88,7 @@ impl MinuteAgg {
             donation_cents: row.donation_cents,
             active_viewers: row.active_viewers,
             chatters,
+            chunks,
             stored: true,
         }
     }

@@ -73,8 +73,9 @@ pub struct Changes {
     pub open_windows: usize,
     /// Presence-set increments.
     pub viewers: ViewerDelta,
-    /// New distinct chatters of windows still open: (window start, user).
-    pub chatters: Vec<(DateTime<Utc>, String)>,
+    /// New distinct chatters of windows still open: (window start, chunk,
+    /// user), all of one window in one chunk, numbered per window.
+    pub chatters: Vec<(DateTime<Utc>, i32, String)>,
     /// Windows that became final: their stored chatters can go.
     pub closed: Vec<DateTime<Utc>>,
 }
@@ -298,11 +299,11 @@ impl StreamWindows {
     }
 
     /// The open window starting at `start`, if any.
-    fn window(&self, start: DateTime<Utc>) -> Option<&MinuteAgg> {
+    fn window_mut_if_open(&mut self, start: DateTime<Utc>) -> Option<&mut MinuteAgg> {
         self.open
             .binary_search_by_key(&start, |(s, _)| *s)
             .ok()
-            .map(|i| &self.open[i].1)
+            .map(|i| &mut self.open[i].1)
     }
 
     /// The current `stream_state` row.
@@ -332,11 +333,26 @@ impl StreamWindows {
                 stored.push(std::mem::replace(&mut agg.stored, true));
             }
         }
-        let chatters = std::mem::take(&mut self.new_chatters)
-            .into_iter()
-            .filter(|(start, _)| self.window(*start).is_some())
-            .map(|(start, user)| (start, String::from(user)))
-            .collect();
+        let mut new_chatters = std::mem::take(&mut self.new_chatters);
+        // One chunk per window: its users together, in window order.
+        new_chatters.sort_by_key(|(start, _)| *start);
+        let mut chatters = Vec::with_capacity(new_chatters.len());
+        let mut chunk = None;
+        for (start, user) in new_chatters {
+            let number = match chunk {
+                Some((s, n)) if s == start => n,
+                _ => {
+                    let Some(agg) = self.window_mut_if_open(start) else {
+                        continue;
+                    };
+                    let n = agg.chunks;
+                    agg.chunks += 1;
+                    chunk = Some((start, n));
+                    n
+                }
+            };
+            chatters.push((start, number, String::from(user)));
+        }
         let delta = std::mem::take(&mut self.viewer_delta);
         let viewers = ViewerDelta {
             cleared: delta.cleared,

@@ -256,7 +256,8 @@ struct Stored {
     state: Option<StreamStateRow>,
     watermark: Option<DateTime<Utc>>,
     viewers: crate::hash::FastSet<String>,
-    chatters: std::collections::BTreeMap<DateTime<Utc>, crate::hash::FastSet<String>>,
+    /// Each open window's stored chatters and the number of its chunks.
+    chatters: std::collections::BTreeMap<DateTime<Utc>, (crate::hash::FastSet<String>, i32)>,
 }
 
 impl Stored {
@@ -282,8 +283,17 @@ impl Stored {
         for u in c.viewers.added {
             assert!(self.viewers.insert(u), "adds only new users");
         }
-        for (start, u) in c.chatters {
-            self.chatters.entry(start).or_default().insert(u);
+        let mut chunk_of: std::collections::BTreeMap<DateTime<Utc>, i32> = Default::default();
+        for (start, chunk, u) in c.chatters {
+            let (set, chunks) = self.chatters.entry(start).or_default();
+            let expected = *chunk_of.entry(start).or_insert(*chunks);
+            assert_eq!(chunk, expected, "one new chunk per window and checkpoint");
+            assert!(set.insert(u), "adds only new chatters");
+        }
+        for (start, chunk) in chunk_of {
+            if let Some((_, chunks)) = self.chatters.get_mut(&start) {
+                *chunks = chunk + 1;
+            }
         }
         for start in c.closed {
             self.chatters.remove(&start);
@@ -296,13 +306,15 @@ impl Stored {
             .values()
             .filter(|r| !r.is_final)
             .map(|r| {
-                let chatters: crate::hash::FastSet<Id> = self
+                let (chatters, chunks): (crate::hash::FastSet<Id>, i32) = self
                     .chatters
                     .get(&r.window_start)
-                    .map(|set| set.iter().map(|u| Id::from(u.as_str())).collect())
+                    .map(|(set, chunks)| {
+                        (set.iter().map(|u| Id::from(u.as_str())).collect(), *chunks)
+                    })
                     .unwrap_or_default();
                 assert_eq!(chatters.len() as i64, r.unique_chatters);
-                (r.window_start, MinuteAgg::from_row(r, chatters))
+                (r.window_start, MinuteAgg::from_row(r, chatters, chunks))
             })
             .collect();
         let state = self.state.clone().expect("a state row was stored");
