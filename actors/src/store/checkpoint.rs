@@ -13,7 +13,7 @@ use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text, Timestamp
 use super::schema::consumer_offsets as co;
 use super::state::write_increments;
 use super::upsert::{write_rows, write_states, WriteMode};
-use super::{Result, STATEMENT_ROWS};
+use super::{per_statement, Result};
 use crate::checkpoint::{Checkpoint, DeadLetter};
 
 #[derive(Insertable)]
@@ -105,20 +105,21 @@ fn insert_dead_letters(
          SELECT t, p, o, r, e, b, k, $8 FROM unnest($1::text[], $2::int4[], $3::int8[], \
          $4::text[], $5::text[], $6::bytea[], $7::bytea[]) AS x(t, p, o, r, e, b, k){skip_stored}"
     );
-    for letters in cp.dead_letters.chunks(STATEMENT_ROWS) {
-        insert_dead_letter_chunk(conn, cp, &sql, letters, now)?;
-    }
+    per_statement(&cp.dead_letters, |letters| {
+        insert_dead_letter_chunk(conn, cp, &sql, letters, now)
+    })?;
     Ok(())
 }
 
-/// Runs `sql` with `letters` bound as column arrays.
+/// Runs `sql` with `letters` bound as column arrays; returns the rows it
+/// wrote.
 fn insert_dead_letter_chunk(
     conn: &mut PgConnection,
     cp: &Checkpoint,
     sql: &str,
     letters: &[DeadLetter],
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<usize> {
     let n = letters.len();
     let (mut topics, mut partitions, mut offsets) = (
         Vec::with_capacity(n),
@@ -141,7 +142,7 @@ fn insert_dead_letter_chunk(
         payloads.push(letter.payload.as_slice());
         keys.push(letter.key.as_deref());
     }
-    diesel::sql_query(sql)
+    Ok(diesel::sql_query(sql)
         .bind::<Array<Text>, _>(&topics)
         .bind::<Array<Integer>, _>(&partitions)
         .bind::<Array<BigInt>, _>(&offsets)
@@ -150,6 +151,5 @@ fn insert_dead_letter_chunk(
         .bind::<Array<Bytea>, _>(&payloads)
         .bind::<Array<Nullable<Bytea>>, _>(&keys)
         .bind::<Timestamptz, _>(now)
-        .execute(conn)?;
-    Ok(())
+        .execute(conn)?)
 }

@@ -30,6 +30,14 @@ pub use upsert::WriteMode;
 /// number of streams a checkpoint touches.
 const STATEMENT_ROWS: usize = 10_000;
 
+/// Runs `write` on `items` [`STATEMENT_ROWS`] at a time, in order, and
+/// returns the sum of what it returned (rows written).
+fn per_statement<T>(items: &[T], mut write: impl FnMut(&[T]) -> Result<usize>) -> Result<usize> {
+    items
+        .chunks(STATEMENT_ROWS)
+        .try_fold(0, |written, chunk| Ok(written + write(chunk)?))
+}
+
 /// The index ranges of `len` items, [`STATEMENT_ROWS`] at a time.
 fn chunks(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     (0..len)

@@ -17,7 +17,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 
-use super::{Result, StoreError, STATEMENT_ROWS};
+use super::{per_statement, Result, StoreError};
 use crate::checkpoint::StreamRecord;
 use crate::window::WindowRow;
 
@@ -163,19 +163,15 @@ fn expect_updated(table: &str, expected: usize, updated: usize) -> Result<()> {
 }
 
 /// Runs `sql`, built on [`ROWS`], with `rows` bound as column arrays and
-/// `now` as their `updated_at`, [`STATEMENT_ROWS`] at a time; returns the
-/// rows it wrote.
+/// `now` as their `updated_at`, a statement per [`per_statement`] slice;
+/// returns the rows it wrote.
 fn bind_rows(
     conn: &mut PgConnection,
     sql: &str,
     rows: &[&WindowRow],
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    let mut written = 0;
-    for chunk in rows.chunks(STATEMENT_ROWS) {
-        written += bind_row_chunk(conn, sql, chunk, now)?;
-    }
-    Ok(written)
+    per_statement(rows, |chunk| bind_row_chunk(conn, sql, chunk, now))
 }
 
 fn bind_row_chunk(
@@ -207,8 +203,8 @@ fn bind_row_chunk(
 }
 
 /// Runs `sql`, built on [`STATES`], with `streams` bound as column arrays,
-/// `now` and `topic`, [`STATEMENT_ROWS`] at a time; returns the rows it
-/// wrote.
+/// `now` and `topic`, a statement per [`per_statement`] slice; returns the
+/// rows it wrote.
 fn bind_states(
     conn: &mut PgConnection,
     sql: &str,
@@ -216,11 +212,9 @@ fn bind_states(
     streams: &[&StreamRecord],
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    let mut written = 0;
-    for chunk in streams.chunks(STATEMENT_ROWS) {
-        written += bind_state_chunk(conn, sql, topic, chunk, now)?;
-    }
-    Ok(written)
+    per_statement(streams, |chunk| {
+        bind_state_chunk(conn, sql, topic, chunk, now)
+    })
 }
 
 fn bind_state_chunk(
