@@ -91,20 +91,19 @@ pub(super) fn write_increments(
     Ok(())
 }
 
-/// Consecutive `ranges` joined into statements of about
-/// [`STATEMENT_ROWS`] entries, never splitting a range.
+/// Consecutive `ranges` joined into statements of at most
+/// [`STATEMENT_ROWS`] entries (or one range, if longer: a chunk holds at
+/// most `CHUNK_USERS`), never splitting a range.
 fn statements_of_chunks(
     ranges: impl Iterator<Item = Range<usize>>,
 ) -> impl Iterator<Item = Range<usize>> {
     let mut ranges = ranges.peekable();
     std::iter::from_fn(move || {
-        let first = ranges.next()?;
-        let mut statement = first;
-        while statement.len() < STATEMENT_ROWS {
-            match ranges.next_if(|r| r.start == statement.end) {
-                Some(r) => statement.end = r.end,
-                None => break,
-            }
+        let mut statement = ranges.next()?;
+        while let Some(r) = ranges
+            .next_if(|r| r.start == statement.end && r.end - statement.start <= STATEMENT_ROWS)
+        {
+            statement.end = r.end;
         }
         Some(statement)
     })
@@ -224,4 +223,25 @@ pub fn load_streams(
             },
         )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_join_whole_chunks_up_to_the_bound() {
+        let ranges = [
+            0..4_000,
+            4_000..9_000,
+            9_000..12_000,
+            12_000..25_000,
+            25_000..25_001,
+        ];
+        let statements: Vec<Range<usize>> = statements_of_chunks(ranges.iter().cloned()).collect();
+        assert_eq!(
+            statements,
+            vec![0..9_000, 9_000..12_000, 12_000..25_000, 25_000..25_001]
+        );
+    }
 }

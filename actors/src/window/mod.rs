@@ -10,7 +10,7 @@ mod minute;
 mod stream;
 
 pub use minute::{minute_of, MinuteAgg, WindowRow, WINDOW};
-pub use stream::{Applied, Changes, StreamStateRow, StreamWindows, ViewerDelta};
+pub use stream::{Applied, Changes, StreamStateRow, StreamWindows, ViewerDelta, CHUNK_USERS};
 
 #[cfg(test)]
 mod tests;

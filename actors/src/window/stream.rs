@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::minute::{minute_of, MinuteAgg, WindowRow, WINDOW};
 use crate::event::{Event, EventKind, Id};
 
+/// Most new chatters one stored chunk holds: a window that gains more
+/// between two checkpoints is stored as several chunks, so no statement
+/// grows with the size of a window.
+pub const CHUNK_USERS: usize = 10_000;
+
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -334,20 +339,25 @@ impl StreamWindows {
             }
         }
         let mut new_chatters = std::mem::take(&mut self.new_chatters);
-        // One chunk per window: its users together, in window order.
+        // A chunk per window (more when it gained over `CHUNK_USERS`
+        // chatters): its users together, in window order.
         new_chatters.sort_by_key(|(start, _)| *start);
         let mut chatters = Vec::with_capacity(new_chatters.len());
-        let mut chunk = None;
+        // The window, chunk number and users of the chunk being filled.
+        let mut chunk: Option<(DateTime<Utc>, i32, usize)> = None;
         for (start, user) in new_chatters {
-            let number = match chunk {
-                Some((s, n)) if s == start => n,
+            let number = match &mut chunk {
+                Some((s, n, users)) if *s == start && *users < CHUNK_USERS => {
+                    *users += 1;
+                    *n
+                }
                 _ => {
                     let Some(agg) = self.window_mut_if_open(start) else {
                         continue;
                     };
                     let n = agg.chunks;
                     agg.chunks += 1;
-                    chunk = Some((start, n));
+                    chunk = Some((start, n, 1));
                     n
                 }
             };
