@@ -183,49 +183,24 @@ fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     }
 }
 
-/// The wire shape: every field kept as its raw JSON text so that types are
-/// checked by us, with our reasons, and the amount keeps its exact digits.
+/// The wire shape. The string fields are `S`: `&str` for the usual payload,
+/// parsed in one pass with its strings borrowed (anything else, a field of
+/// another type or an escape, fails it), or raw JSON (`&RawValue`), which
+/// then decides, so that types are checked by us, with our reasons. The
+/// numbers stay raw JSON, so the amount keeps its exact digits.
 #[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(borrow)]
-    event_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    ts: Option<&'a RawValue>,
-    #[serde(borrow)]
-    event_type: Option<&'a RawValue>,
-    #[serde(borrow)]
-    stream_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    user_id: Option<&'a RawValue>,
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+struct Wire<'a, S> {
+    event_id: Option<S>,
+    ts: Option<S>,
+    event_type: Option<S>,
+    stream_id: Option<S>,
+    user_id: Option<S>,
     #[serde(borrow)]
     message_len: Option<&'a RawValue>,
     #[serde(borrow)]
     amount_usd: Option<&'a RawValue>,
     /// Legacy alias of `amount_usd`.
-    #[serde(borrow)]
-    amount: Option<&'a RawValue>,
-}
-
-/// The usual wire shape, parsed in one pass: the string fields as strings
-/// without escapes, borrowed from the payload. Anything else (a field of
-/// another type, an escape) fails it, and the payload is parsed again as
-/// [`Wire`], which decides.
-#[derive(Deserialize)]
-struct PlainWire<'a> {
-    #[serde(borrow)]
-    event_id: Option<&'a str>,
-    #[serde(borrow)]
-    ts: Option<&'a str>,
-    #[serde(borrow)]
-    event_type: Option<&'a str>,
-    #[serde(borrow)]
-    stream_id: Option<&'a str>,
-    #[serde(borrow)]
-    user_id: Option<&'a str>,
-    #[serde(borrow)]
-    message_len: Option<&'a RawValue>,
-    #[serde(borrow)]
-    amount_usd: Option<&'a RawValue>,
     #[serde(borrow)]
     amount: Option<&'a RawValue>,
 }
@@ -237,6 +212,18 @@ enum Field<'a> {
     Plain(&'a str),
     /// Any JSON value, checked by [`string_field`].
     Raw(&'a RawValue),
+}
+
+impl<'a> From<&'a str> for Field<'a> {
+    fn from(text: &'a str) -> Self {
+        Field::Plain(text)
+    }
+}
+
+impl<'a> From<&'a RawValue> for Field<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Field::Raw(raw)
+    }
 }
 
 impl<'a> Field<'a> {
@@ -263,33 +250,31 @@ pub(crate) struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// Parses `text`, an object: in one pass when it has the usual shape.
     pub(crate) fn parse(text: &'a str) -> Result<Fields<'a>, Rejection> {
-        if let Ok(w) = serde_json::from_str::<PlainWire<'a>>(text) {
-            return Ok(Fields {
-                event_id: w.event_id.map(Field::Plain),
-                ts: w.ts.map(Field::Plain),
-                event_type: w.event_type.map(Field::Plain),
-                stream_id: w.stream_id.map(Field::Plain),
-                user_id: w.user_id.map(Field::Plain),
-                message_len: w.message_len,
-                amount: w.amount_usd.or(w.amount),
-            });
+        match serde_json::from_str::<Wire<'a, &'a str>>(text) {
+            Ok(wire) => Ok(Fields::from(wire)),
+            Err(_) => Fields::parse_raw(text),
         }
-        Fields::parse_raw(text)
     }
 
-    /// Parses `text` as [`Wire`]: every field as raw JSON.
+    /// Parses `text` with every string field as raw JSON.
     pub(crate) fn parse_raw(text: &'a str) -> Result<Fields<'a>, Rejection> {
-        let w: Wire<'a> = serde_json::from_str(text)
-            .map_err(|e| reject(RejectReason::InvalidJson, e.to_string()))?;
-        Ok(Fields {
-            event_id: w.event_id.map(Field::Raw),
-            ts: w.ts.map(Field::Raw),
-            event_type: w.event_type.map(Field::Raw),
-            stream_id: w.stream_id.map(Field::Raw),
-            user_id: w.user_id.map(Field::Raw),
+        serde_json::from_str::<Wire<'a, &'a RawValue>>(text)
+            .map(Fields::from)
+            .map_err(|e| reject(RejectReason::InvalidJson, e.to_string()))
+    }
+}
+
+impl<'a, S: Into<Field<'a>>> From<Wire<'a, S>> for Fields<'a> {
+    fn from(w: Wire<'a, S>) -> Self {
+        Fields {
+            event_id: w.event_id.map(Into::into),
+            ts: w.ts.map(Into::into),
+            event_type: w.event_type.map(Into::into),
+            stream_id: w.stream_id.map(Into::into),
+            user_id: w.user_id.map(Into::into),
             message_len: w.message_len,
             amount: w.amount_usd.or(w.amount),
-        })
+        }
     }
 }
 

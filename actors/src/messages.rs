@@ -36,6 +36,13 @@ pub struct PollBatch {
     pub payloads: Vec<u8>,
 }
 
+impl PollBatch {
+    /// The raw payload at `range` of [`PollBatch::payloads`].
+    pub fn payload(&self, range: &Range<usize>) -> &[u8] {
+        self.payloads.get(range.clone()).unwrap_or_default()
+    }
+}
+
 /// One stream's events of a poll batch: a late event's dead letter copies
 /// its bytes out, nothing else copies or allocates per event.
 #[derive(Debug, Message)]

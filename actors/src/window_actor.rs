@@ -126,12 +126,7 @@ impl Handler<EventBatch> for WindowActor {
                             env.event.stream_id,
                             self.model.watermark()
                         ),
-                        payload: batch
-                            .batch
-                            .payloads
-                            .get(env.payload.clone())
-                            .unwrap_or_default()
-                            .to_vec(),
+                        payload: batch.batch.payload(&env.payload).to_vec(),
                         key: env.keyed.then(|| env.event.stream_id.as_bytes().to_vec()),
                     });
                 }

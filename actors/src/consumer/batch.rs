@@ -36,22 +36,23 @@ impl Batch {
         }
     }
 
-    /// Adds a valid event whose raw payload is `payload`, or, when
-    /// `in_buffer` says where, already in the batch's payload buffer.
+    /// Copies a raw payload into the batch's payload buffer; returns where.
+    pub fn copy_payload(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.data.payloads.len();
+        self.data.payloads.extend_from_slice(bytes);
+        start..self.data.payloads.len()
+    }
+
+    /// Adds a valid event whose raw payload is at `payload` in the batch's
+    /// payload buffer.
     pub fn push(
         &mut self,
         event: Event,
         partition: i32,
         offset: i64,
         keyed: bool,
-        payload: &[u8],
-        in_buffer: Option<Range<usize>>,
+        payload: Range<usize>,
     ) {
-        let payload = in_buffer.unwrap_or_else(|| {
-            let start = self.data.payloads.len();
-            self.data.payloads.extend_from_slice(payload);
-            start..self.data.payloads.len()
-        });
         let index = u32::try_from(self.data.events.len()).unwrap_or(u32::MAX);
         // The stream's id is copied once per batch, not per event.
         match self.groups.get_mut(event.stream_id.as_str()) {

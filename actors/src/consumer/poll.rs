@@ -35,6 +35,16 @@ enum Payload<'a> {
     InBatch(Range<usize>),
 }
 
+impl<'a> Payload<'a> {
+    /// The payload's bytes.
+    fn bytes<'s>(&'s self, batch: &'s Batch) -> &'s [u8] {
+        match self {
+            Payload::Borrowed(bytes) => bytes,
+            Payload::InBatch(range) => batch.data.payload(range),
+        }
+    }
+}
+
 /// One message or line, with what its dead letter would need.
 struct Record<'a> {
     partition: i32,
@@ -104,6 +114,7 @@ impl Incarnation {
                     } => {
                         let (groups, data) = batch.take_groups();
                         self.dispatch(env, on_failure, groups, &data)?;
+                        self.batches.lend(data);
                         self.restore(env, on_failure, epoch, &partitions, restored)?;
                     }
                 }
@@ -199,39 +210,23 @@ impl Incarnation {
         pos.at_eof = false;
         let skew = env.cfg.max_future_skew;
         let parsed = parsed.unwrap_or_else(|| {
-            let payload = match &record.payload {
-                Payload::Borrowed(bytes) => bytes,
-                Payload::InBatch(range) => {
-                    batch.data.payloads.get(range.clone()).unwrap_or_default()
-                }
-            };
+            let payload = record.payload.bytes(batch);
             match record.key {
                 Some(key) => Event::from_message(key, payload, record.log_time, skew),
                 None => Event::parse_bounded(payload, record.log_time, skew),
             }
         });
-        let keyed = matches!(record.key, Some(Some(_)));
-        match (parsed, record.payload) {
-            (Ok(event), Payload::Borrowed(bytes)) => {
-                batch.push(event, record.partition, record.offset, keyed, bytes, None);
-            }
-            (Ok(event), Payload::InBatch(range)) => {
-                batch.push(
-                    event,
-                    record.partition,
-                    record.offset,
-                    keyed,
-                    &[],
-                    Some(range),
-                );
-            }
-            (Err(rejection), payload) => {
-                let payload = match payload {
-                    Payload::Borrowed(bytes) => bytes.to_vec(),
-                    Payload::InBatch(range) => {
-                        batch.data.payloads.get(range).unwrap_or_default().to_vec()
-                    }
+        match parsed {
+            Ok(event) => {
+                let payload = match record.payload {
+                    Payload::Borrowed(bytes) => batch.copy_payload(bytes),
+                    Payload::InBatch(range) => range,
                 };
+                let keyed = matches!(record.key, Some(Some(_)));
+                batch.push(event, record.partition, record.offset, keyed, payload);
+            }
+            Err(rejection) => {
+                let payload = record.payload.bytes(batch).to_vec();
                 *batch.rejected.entry(rejection.reason).or_default() += 1;
                 self.pending.dead_letters.push(DeadLetter {
                     partition: record.partition,

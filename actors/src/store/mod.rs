@@ -33,9 +33,7 @@ const STATEMENT_ROWS: usize = 10_000;
 /// Runs `write` on `items` [`STATEMENT_ROWS`] at a time, in order, and
 /// returns the sum of what it returned (rows written).
 fn per_statement<T>(items: &[T], mut write: impl FnMut(&[T]) -> Result<usize>) -> Result<usize> {
-    items
-        .chunks(STATEMENT_ROWS)
-        .try_fold(0, |written, chunk| Ok(written + write(chunk)?))
+    chunks(items.len()).try_fold(0, |written, range| Ok(written + write(&items[range])?))
 }
 
 /// The index ranges of `len` items, [`STATEMENT_ROWS`] at a time.

@@ -79,7 +79,8 @@ pub struct Changes {
     /// Presence-set increments.
     pub viewers: ViewerDelta,
     /// New distinct chatters of windows still open: (window start, chunk,
-    /// user), all of one window in one chunk, numbered per window.
+    /// user), a window's users together in chunks of at most
+    /// [`CHUNK_USERS`], numbered per window.
     pub chatters: Vec<(DateTime<Utc>, i32, String)>,
     /// Windows that became final: their stored chatters can go.
     pub closed: Vec<DateTime<Utc>>,
