@@ -284,6 +284,7 @@ impl ConsumerActor {
         inc.evict_closed(&self.env);
         let step = inc.phase.ended(true);
         self.advance(step, ctx);
+        self.resume_paused(ctx);
     }
 }
 

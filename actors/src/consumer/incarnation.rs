@@ -86,6 +86,9 @@ pub(super) struct Incarnation {
     pub kafka_commit_warned: bool,
     /// Poll batches lent to the window actors, for reuse.
     pub batches: BatchPool,
+    /// The timed re-check of a paused read (too much uncommitted), which
+    /// a commit replaces with an immediate poll.
+    pub paused_poll: Option<SpawnHandle>,
 }
 
 impl Incarnation {
@@ -104,6 +107,7 @@ impl Incarnation {
             last_kafka_commit: None,
             kafka_commit_warned: false,
             batches: BatchPool::default(),
+            paused_poll: None,
         }
     }
 

@@ -385,6 +385,7 @@ impl Handler<Poll> for ConsumerActor {
         let Lifecycle::Running(inc) = &mut self.lifecycle else {
             return;
         };
+        inc.paused_poll = None;
         if inc.phase.shutting_down() {
             return;
         }

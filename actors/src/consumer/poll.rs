@@ -26,6 +26,9 @@ use crate::supervise::ActorKind;
 
 /// Longest wait for the file reader's next batch in one poll.
 const FILE_WAIT: Duration = Duration::from_millis(20);
+/// Re-check of a read paused by `max_uncommitted_events` when no commit
+/// resumes it first.
+const PAUSED_POLL: Duration = Duration::from_millis(50);
 
 /// Where a record's raw payload is.
 enum Payload<'a> {
@@ -265,11 +268,31 @@ impl ConsumerActor {
         self.env.metrics.consumer_paused.set(i64::from(paused));
         self.advance(step, ctx);
         if paused {
-            ctx.notify_later(Poll, Duration::from_millis(50));
+            // A commit polls at once (see `resume_paused`); the timer
+            // re-checks in case no commit comes, e.g. while Postgres is down.
+            let handle = ctx.notify_later(Poll, PAUSED_POLL);
+            if let Lifecycle::Running(inc) = &mut self.lifecycle {
+                inc.paused_poll = Some(handle);
+            }
         } else if full {
             ctx.notify(Poll);
         } else {
             ctx.notify_later(Poll, IDLE_POLL);
+        }
+    }
+
+    /// Reads on at once after a commit brought a paused read back under
+    /// `max_uncommitted_events`, instead of waiting out the re-check timer.
+    pub(super) fn resume_paused(&mut self, ctx: &mut Context<Self>) {
+        let Lifecycle::Running(inc) = &mut self.lifecycle else {
+            return;
+        };
+        if inc.pending.uncommitted >= self.env.cfg.max_uncommitted_events {
+            return;
+        }
+        if let Some(handle) = inc.paused_poll.take() {
+            ctx.cancel_future(handle);
+            ctx.notify(Poll);
         }
     }
 }
