@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -15,7 +15,7 @@ use super::incarnation::{Incarnation, Input};
 use super::{ConsumerActor, ConsumerError, Lifecycle, PipelineContext};
 use crate::checkpoint::{BarrierError, Checkpoint};
 use crate::event::RejectReason;
-use crate::messages::{Barrier, BarrierAnswer, WriteCheckpoint};
+use crate::messages::{Barrier, BarrierAnswer, BarrierReply, WriteCheckpoint};
 use crate::metrics::{CheckpointOutcome, Metrics};
 use crate::supervise::ActorKind;
 use crate::window::minute_of;
@@ -93,27 +93,31 @@ impl ConsumerActor {
         };
         let expected = targets.len();
         let answers = async move {
-            let mut answers = Vec::with_capacity(expected);
-            while answers.len() < expected {
+            let mut collected = Collected::new(cp, expected);
+            while collected.streams.len() < expected {
                 match replies.recv().await {
-                    Some(answer) => answers.push(answer),
+                    Some((stream_id, Ok(reply))) => collected.add(stream_id, reply),
+                    Some((_, Err(error))) => {
+                        collected.error = Some(error);
+                        break;
+                    }
                     None => break,
                 }
             }
-            answers
+            collected
         };
         let collect = answers
             .into_actor(self)
-            .map(move |answers, act, ctx| act.collected(cp, targets, answers, final_one, ctx));
+            .map(move |collected, act, ctx| act.collected(collected, targets, final_one, ctx));
         ctx.spawn(collect);
     }
 
-    /// Adds the window actors' answers to the checkpoint and writes it.
+    /// Takes the folded answers into the consumer's stream table and writes
+    /// the checkpoint, or fails if a window actor could not answer.
     fn collected(
         &mut self,
-        mut cp: Checkpoint,
+        collected: Collected,
         targets: Vec<String>,
-        answers: Vec<BarrierAnswer>,
         final_one: bool,
         ctx: &mut Context<Self>,
     ) {
@@ -121,13 +125,23 @@ impl ConsumerActor {
         let Lifecycle::Running(inc) = &mut self.lifecycle else {
             return;
         };
+        let Collected {
+            cp,
+            streams,
+            late,
+            finalized,
+            error,
+        } = collected;
         if cp.epoch != inc.epoch {
             let step = inc.phase.ended(false);
             return self.advance(step, ctx);
         }
-        if answers.len() < targets.len() {
+        if let Some(error) = error {
+            return self.fail(ActorKind::Window, error.into(), ctx);
+        }
+        if streams.len() < targets.len() {
             let answered: std::collections::HashSet<&str> =
-                answers.iter().map(|(s, _)| s.as_str()).collect();
+                streams.iter().map(|s| s.stream_id.as_str()).collect();
             let stream_id = targets
                 .into_iter()
                 .find(|s| !answered.contains(s.as_str()))
@@ -135,22 +149,12 @@ impl ConsumerActor {
             let error = BarrierError::Gone { stream_id };
             return self.fail(ActorKind::Window, error.into(), ctx);
         }
-        let mut late = 0u64;
-        let mut finalized = 0u64;
-        for (stream_id, answer) in answers {
-            let reply = match answer {
-                Ok(reply) => reply,
-                Err(error) => return self.fail(ActorKind::Window, error.into(), ctx),
-            };
-            if let Some(entry) = inc.streams.get_mut(&stream_id) {
-                entry.open_windows = reply.open_windows;
-                entry.watermark = reply.watermark;
-                entry.evict = reply.open_windows == 0 && !entry.touched;
+        for answered in streams {
+            if let Some(entry) = inc.streams.get_mut(&answered.stream_id) {
+                entry.open_windows = answered.open_windows;
+                entry.watermark = answered.watermark;
+                entry.evict = answered.open_windows == 0 && !entry.touched;
             }
-            late += reply.late.len() as u64;
-            finalized += reply.finalized;
-            cp.add(reply.partition, reply.changes);
-            cp.dead_letters.extend(reply.late);
         }
         metrics.events_late.inc_by(late);
         metrics
@@ -324,5 +328,51 @@ fn copy_offsets_to_kafka(
                 .with_label_values(&[&p.to_string()])
                 .set((hw - next).max(0));
         }
+    }
+}
+
+/// The answers to one barrier, folded into the checkpoint as they arrive:
+/// each window actor's changes move into the checkpoint's columns at once,
+/// so 100k answers are never held side by side as well.
+struct Collected {
+    cp: Checkpoint,
+    /// What the consumer keeps of each answer, for its stream table.
+    streams: Vec<Answered>,
+    /// Late events among the answers.
+    late: u64,
+    /// Windows the answers finalized.
+    finalized: u64,
+    /// The first answer that was a refusal.
+    error: Option<BarrierError>,
+}
+
+/// One stream's answer, without its changes.
+struct Answered {
+    stream_id: String,
+    open_windows: usize,
+    watermark: Option<DateTime<Utc>>,
+}
+
+impl Collected {
+    fn new(cp: Checkpoint, expected: usize) -> Self {
+        Collected {
+            cp,
+            streams: Vec::with_capacity(expected),
+            late: 0,
+            finalized: 0,
+            error: None,
+        }
+    }
+
+    fn add(&mut self, stream_id: String, reply: BarrierReply) {
+        self.late += reply.late.len() as u64;
+        self.finalized += reply.finalized;
+        self.cp.add(reply.partition, reply.changes);
+        self.cp.dead_letters.extend(reply.late);
+        self.streams.push(Answered {
+            stream_id,
+            open_windows: reply.open_windows,
+            watermark: reply.watermark,
+        });
     }
 }
