@@ -176,6 +176,7 @@ impl ConsumerActor {
 
     /// Sends a checkpoint to the writer and handles the outcome.
     fn write(&mut self, cp: Arc<Checkpoint>, final_one: bool, ctx: &mut Context<Self>) {
+        let started = Instant::now();
         let sent = self.writer.send(WriteCheckpoint(cp.clone()));
         let handle = sent.into_actor(self).map(move |result, act, ctx| {
             let metrics = act.env.metrics.clone();
@@ -188,6 +189,14 @@ impl ConsumerActor {
             }
             let error = match result {
                 Ok(Ok(())) => {
+                    log::debug!(
+                        "Checkpoint of {} events committed in {} ms: {} window rows, {} stream states, {} dead letters.",
+                        cp.events,
+                        started.elapsed().as_millis(),
+                        cp.rows.len(),
+                        cp.streams.len(),
+                        cp.dead_letters.len()
+                    );
                     inc.refusals = 0;
                     return act.committed(&cp, ctx);
                 }
