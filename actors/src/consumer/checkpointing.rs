@@ -92,7 +92,7 @@ impl ConsumerActor {
             ..Checkpoint::default()
         };
         let expected = targets.len();
-        let answers = async move {
+        let collecting = async move {
             let mut collected = Collected::new(cp, expected);
             while collected.streams.len() < expected {
                 match replies.recv().await {
@@ -106,7 +106,7 @@ impl ConsumerActor {
             }
             collected
         };
-        let collect = answers
+        let collect = collecting
             .into_actor(self)
             .map(move |collected, act, ctx| act.collected(collected, targets, final_one, ctx));
         ctx.spawn(collect);
@@ -344,6 +344,7 @@ fn copy_offsets_to_kafka(
 /// each window actor's changes move into the checkpoint's columns at once,
 /// so 100k answers are never held side by side as well.
 struct Collected {
+    /// The checkpoint, holding the changes of every answer so far.
     cp: Checkpoint,
     /// What the consumer keeps of each answer, for its stream table.
     streams: Vec<Answered>,
@@ -351,18 +352,23 @@ struct Collected {
     late: u64,
     /// Windows the answers finalized.
     finalized: u64,
-    /// The first answer that was a refusal.
+    /// The first answer that was an error (a refusal, a failed or panicked
+    /// actor); collection stops there.
     error: Option<BarrierError>,
 }
 
 /// One stream's answer, without its changes.
 struct Answered {
+    /// The answering stream.
     stream_id: String,
+    /// Windows it holds open after the barrier.
     open_windows: usize,
+    /// Its watermark after the barrier.
     watermark: Option<DateTime<Utc>>,
 }
 
 impl Collected {
+    /// Nothing collected yet for `cp`, from `expected` window actors.
     fn new(cp: Checkpoint, expected: usize) -> Self {
         Collected {
             cp,
@@ -373,6 +379,7 @@ impl Collected {
         }
     }
 
+    /// Moves one stream's answer into the checkpoint.
     fn add(&mut self, stream_id: String, reply: BarrierReply) {
         self.late += reply.late.len() as u64;
         self.finalized += reply.finalized;

@@ -25,15 +25,16 @@ use rayon::prelude::*;
 use crate::event::{Event, Rejection};
 use crate::lines::{event_text, LinePosition};
 
-/// Lines read in one batch. Small enough that a batch's events (about
-/// 110 bytes each) stay in a core's 1 MiB L2 cache between parsing and the
-/// window actors, and its buffers are reused rather than mapped afresh:
-/// 20,000 lines spent a third of the window thread's time on cache misses.
-const BATCH_LINES: usize = 2_000;
+/// Lines read in one batch per parse thread (2,000 on two cores). Small
+/// enough that a batch's events (about 110 bytes each) are still in cache
+/// when the window actors read them, and that the allocator reuses freed
+/// batch buffers instead of mapping fresh zeroed pages: 20,000-line batches
+/// cost the window thread a third of its time in cache misses.
+const LINES_PER_THREAD: usize = 1_000;
 /// Batches read and parsed ahead of the consumer (bounds memory).
 const READ_AHEAD: usize = 8;
-/// Fewest lines parsed as one piece of parallel work.
-const PARALLEL_PARSE_MIN: usize = 500;
+/// Pieces of parallel parse work per parse thread and batch.
+const PIECES_PER_THREAD: usize = 2;
 
 /// Read buffer of each file.
 const READ_BUFFER: usize = 1 << 20;
@@ -235,10 +236,11 @@ impl FileReader {
             // Bytes of the last batch: a fresh buffer is allocated at that
             // size at once rather than grown (and copied) line by line.
             let mut last_bytes = 0;
+            let batch_lines = LINES_PER_THREAD * rayon::current_num_threads();
             loop {
                 let mut lines = recycled.try_recv().unwrap_or_default();
                 lines.buf.reserve(last_bytes);
-                let read = source.read_batch(&mut lines, BATCH_LINES).map(|ended| {
+                let read = source.read_batch(&mut lines, batch_lines).map(|ended| {
                     last_bytes = lines.buf.len();
                     let read_at = Utc::now();
                     parse_in_parallel(&mut lines, Some(read_at), skew);
@@ -284,7 +286,7 @@ fn parse_in_parallel(lines: &mut LineBatch, log_time: Option<DateTime<Utc>>, ske
     let LineBatch { buf, lines, parsed } = lines;
     lines
         .par_iter()
-        .with_min_len(PARALLEL_PARSE_MIN)
+        .with_min_len(LINES_PER_THREAD / PIECES_PER_THREAD)
         .map(|(range, _)| Event::parse_bounded(&buf[range.clone()], log_time, skew))
         .collect_into_vec(parsed);
 }
