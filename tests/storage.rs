@@ -80,10 +80,7 @@ struct Sum {
 
 #[test]
 fn donations_usd_is_the_exact_decimal_of_the_cents() {
-    let pg = Postgres::start();
-    let url = pg.create_database("money");
-    let mut conn = PgConnection::establish(&url).expect("connect");
-    store::run_migrations(&mut conn).expect("apply");
+    let (_pg, mut conn) = migrated_database("money");
     // A million donations of $0.10 and $0.20: binary floating point would
     // drift; the NUMERIC column must read exactly $150000.00.
     diesel::sql_query(
@@ -149,6 +146,15 @@ fn one_row_checkpoint(events: i64, row_stored: bool, state_stored: bool) -> Chec
     }
 }
 
+/// A Postgres of its own with one migrated database, and a connection to it.
+fn migrated_database(name: &str) -> (Postgres, PgConnection) {
+    let pg = Postgres::start();
+    let url = pg.create_database(name);
+    let mut conn = PgConnection::establish(&url).expect("connect");
+    store::run_migrations(&mut conn).expect("apply");
+    (pg, conn)
+}
+
 fn events_stored(conn: &mut PgConnection) -> Vec<i64> {
     store::load_rows(conn)
         .expect("rows")
@@ -159,10 +165,7 @@ fn events_stored(conn: &mut PgConnection) -> Vec<i64> {
 
 #[test]
 fn a_checkpoint_inserts_new_rows_updates_stored_ones_and_refuses_a_difference() {
-    let pg = Postgres::start();
-    let url = pg.create_database("modes");
-    let mut conn = PgConnection::establish(&url).expect("connect");
-    store::run_migrations(&mut conn).expect("apply");
+    let (_pg, mut conn) = migrated_database("modes");
     let now = Utc::now();
     let tracked = WriteMode::AsTracked;
 
@@ -247,10 +250,7 @@ fn count(conn: &mut PgConnection, sql: &str) -> i64 {
 
 #[test]
 fn a_checkpoint_larger_than_one_statement_is_written_whole_or_not_at_all() {
-    let pg = Postgres::start();
-    let url = pg.create_database("wide");
-    let mut conn = PgConnection::establish(&url).expect("connect");
-    store::run_migrations(&mut conn).expect("apply");
+    let (_pg, mut conn) = migrated_database("wide");
     let now = Utc::now();
     // Several statements' worth of rows, states and dead letters.
     let n = 25_001;

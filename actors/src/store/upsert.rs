@@ -171,35 +171,28 @@ fn bind_rows(
     rows: &[&WindowRow],
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    per_statement(rows, |chunk| bind_row_chunk(conn, sql, chunk, now))
-}
-
-fn bind_row_chunk(
-    conn: &mut PgConnection,
-    sql: &str,
-    rows: &[&WindowRow],
-    now: DateTime<Utc>,
-) -> Result<usize> {
-    let col = |f: fn(&WindowRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<i64>>();
-    Ok(diesel::sql_query(sql)
-        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.window_start).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(
-            rows.iter()
-                .map(|r| r.stream_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<BigInt>, _>(col(|r| r.active_viewers))
-        .bind::<Array<BigInt>, _>(col(|r| r.chat_messages))
-        .bind::<Array<BigInt>, _>(col(|r| r.donation_cents))
-        .bind::<Array<BigInt>, _>(col(|r| r.events))
-        .bind::<Array<BigInt>, _>(col(|r| r.chat_chars))
-        .bind::<Array<BigInt>, _>(col(|r| r.donations))
-        .bind::<Array<BigInt>, _>(col(|r| r.viewer_joins))
-        .bind::<Array<BigInt>, _>(col(|r| r.viewer_leaves))
-        .bind::<Array<BigInt>, _>(col(|r| r.unique_chatters))
-        .bind::<Array<Bool>, _>(rows.iter().map(|r| r.is_final).collect::<Vec<_>>())
-        .bind::<Timestamptz, _>(now)
-        .execute(conn)?)
+    per_statement(rows, |rows| {
+        let col = |f: fn(&WindowRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<i64>>();
+        Ok(diesel::sql_query(sql)
+            .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.window_start).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                rows.iter()
+                    .map(|r| r.stream_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<BigInt>, _>(col(|r| r.active_viewers))
+            .bind::<Array<BigInt>, _>(col(|r| r.chat_messages))
+            .bind::<Array<BigInt>, _>(col(|r| r.donation_cents))
+            .bind::<Array<BigInt>, _>(col(|r| r.events))
+            .bind::<Array<BigInt>, _>(col(|r| r.chat_chars))
+            .bind::<Array<BigInt>, _>(col(|r| r.donations))
+            .bind::<Array<BigInt>, _>(col(|r| r.viewer_joins))
+            .bind::<Array<BigInt>, _>(col(|r| r.viewer_leaves))
+            .bind::<Array<BigInt>, _>(col(|r| r.unique_chatters))
+            .bind::<Array<Bool>, _>(rows.iter().map(|r| r.is_final).collect::<Vec<_>>())
+            .bind::<Timestamptz, _>(now)
+            .execute(conn)?)
+    })
 }
 
 /// Runs `sql`, built on [`STATES`], with `streams` bound as column arrays,
@@ -212,52 +205,42 @@ fn bind_states(
     streams: &[&StreamRecord],
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    per_statement(streams, |chunk| {
-        bind_state_chunk(conn, sql, topic, chunk, now)
+    per_statement(streams, |streams| {
+        Ok(diesel::sql_query(sql)
+            .bind::<Array<Text>, _>(
+                streams
+                    .iter()
+                    .map(|s| s.state.stream_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Bool>, _>(streams.iter().map(|s| s.state.is_live).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(
+                streams
+                    .iter()
+                    .map(|s| s.state.active_viewers)
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Timestamptz>>, _>(
+                streams
+                    .iter()
+                    .map(|s| s.state.last_event_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Integer>, _>(streams.iter().map(|s| s.partition).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Timestamptz>>, _>(
+                streams.iter().map(|s| s.watermark).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Bool>, _>(
+                streams
+                    .iter()
+                    .map(|s| s.open_windows > 0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Timestamptz>>, _>(
+                streams.iter().map(|s| s.latest_window).collect::<Vec<_>>(),
+            )
+            .bind::<Timestamptz, _>(now)
+            .bind::<Text, _>(topic)
+            .execute(conn)?)
     })
-}
-
-fn bind_state_chunk(
-    conn: &mut PgConnection,
-    sql: &str,
-    topic: &str,
-    streams: &[&StreamRecord],
-    now: DateTime<Utc>,
-) -> Result<usize> {
-    Ok(diesel::sql_query(sql)
-        .bind::<Array<Text>, _>(
-            streams
-                .iter()
-                .map(|s| s.state.stream_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Bool>, _>(streams.iter().map(|s| s.state.is_live).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(
-            streams
-                .iter()
-                .map(|s| s.state.active_viewers)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            streams
-                .iter()
-                .map(|s| s.state.last_event_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Integer>, _>(streams.iter().map(|s| s.partition).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            streams.iter().map(|s| s.watermark).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Bool>, _>(
-            streams
-                .iter()
-                .map(|s| s.open_windows > 0)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            streams.iter().map(|s| s.latest_window).collect::<Vec<_>>(),
-        )
-        .bind::<Timestamptz, _>(now)
-        .bind::<Text, _>(topic)
-        .execute(conn)?)
 }
