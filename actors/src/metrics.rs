@@ -85,7 +85,8 @@ pub struct Metrics {
     pub checkpoint_rows: Histogram,
     /// Events handed to window actors but not yet in a committed checkpoint.
     pub uncommitted_events: IntGauge,
-    /// 1 while consumption is paused because uncommitted work hit its bound.
+    /// 1 while consumption is paused: uncommitted work hit its bound, or a
+    /// batch waits for its streams' restore from Postgres.
     pub consumer_paused: IntGauge,
     /// Rows deleted by retention, by table.
     pub retention_rows_removed: IntCounterVec,
@@ -194,7 +195,7 @@ impl Metrics {
             )),
             consumer_paused: must(IntGauge::new(
                 "streamstats_consumer_paused",
-                "1 while consumption waits for a checkpoint to commit.",
+                "1 while consumption waits for a checkpoint to commit or a restore from Postgres.",
             )),
             retention_rows_removed: must(IntCounterVec::new(
                 Opts::new(

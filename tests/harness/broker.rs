@@ -12,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+use streamstats_actors::generator::Message;
 
 use super::process::{command, ChildProcess, TempDir};
 use super::{free_port, unique_name, wait_for};
@@ -156,6 +157,16 @@ impl Broker {
                 .unwrap_or_else(|| b"k".to_vec())
         };
         self.produce_records(topic, payloads.iter().map(|p| (key_of(p), p)));
+    }
+
+    /// Produces generated messages with their own keys, in order.
+    pub fn produce_messages(&self, topic: &str, messages: &[Message]) {
+        self.produce_records(
+            topic,
+            messages
+                .iter()
+                .map(|m| (m.key.as_bytes().to_vec(), &m.payload)),
+        );
     }
 
     /// Produces `payloads` with `key` through an idempotent producer and

@@ -26,6 +26,8 @@ const KAFKA_COMMIT_EVERY: Duration = Duration::from_secs(5);
 /// Refusals of the same checkpoint by a database that is up, after which
 /// the pipeline halts instead of retrying.
 const MAX_REFUSALS: u32 = 3;
+/// Retry of a final checkpoint that waits for a held batch's restore.
+const RESTORE_RETRY: Duration = Duration::from_millis(500);
 
 impl ConsumerActor {
     /// Takes a barrier: in this one synchronous step, copies the offsets and
@@ -42,6 +44,19 @@ impl ConsumerActor {
         if inc.partitions.is_empty() || inc.epoch == 0 {
             // Nothing assigned: nothing to write.
             let step = inc.phase.ended(true);
+            return self.advance(step, ctx);
+        }
+        if !inc.release_held(&self.env, &ctx.address().recipient()) {
+            // No barrier behind events the window actors do not have yet:
+            // the checkpoint fails like a write to a database that is down.
+            self.env
+                .metrics
+                .checkpoint_outcome(CheckpointOutcome::Failed);
+            if final_one {
+                ctx.run_later(RESTORE_RETRY, |act, ctx| act.begin_checkpoint(true, ctx));
+                return;
+            }
+            let step = inc.phase.ended(false);
             return self.advance(step, ctx);
         }
         // A file source at its end closes every window; a caught-up Kafka

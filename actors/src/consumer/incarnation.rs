@@ -1,6 +1,6 @@
 //! One incarnation of the consumer: everything a restart drops at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,6 +55,16 @@ pub(super) struct Pending {
     pub uncommitted: u64,
 }
 
+/// A polled batch not yet handed to the window actors because some of its
+/// streams could not be restored from Postgres (it is down). Held batches
+/// go out first, in order, before any other batch or barrier.
+pub(super) struct Held {
+    /// The batch's events per stream.
+    groups: FastMap<String, Vec<u32>>,
+    /// The batch.
+    batch: Arc<PollBatch>,
+}
+
 /// Where an incarnation reads its events.
 pub(super) enum Input {
     /// The Kafka client.
@@ -89,6 +99,11 @@ pub(super) struct Incarnation {
     /// The timed re-check of a paused read (too much uncommitted), which
     /// a commit replaces with an immediate poll.
     pub paused_poll: Option<SpawnHandle>,
+    /// Batches waiting for their streams' restore; reading pauses while
+    /// any is held, and no barrier is taken behind them.
+    pub held: VecDeque<Held>,
+    /// A failed restore was reported and its recovery is still to report.
+    pub waiting_for_restore: bool,
 }
 
 impl Incarnation {
@@ -108,6 +123,8 @@ impl Incarnation {
             kafka_commit_warned: false,
             batches: BatchPool::default(),
             paused_poll: None,
+            held: VecDeque::new(),
+            waiting_for_restore: false,
         }
     }
 
@@ -153,45 +170,99 @@ impl Incarnation {
         self.epoch = 0;
         self.partitions.clear();
         self.streams.clear();
+        self.held.clear();
         self.pending = Pending::default();
         env.status.set_assigned(0);
         env.metrics.window_actors.set(0);
         env.metrics.uncommitted_events.set(0);
     }
 
-    /// Hands each stream its events. Streams not in memory are restored
-    /// from Postgres first, all of the batch's in one read, or start empty.
+    /// Hands each stream its events, behind any batch still held. Streams
+    /// not in memory are restored from Postgres first, all of the batch's
+    /// in one read, or start empty. While Postgres cannot be read the batch
+    /// is held (see [`Held`]) instead of failing the incarnation.
     pub fn dispatch(
         &mut self,
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
         groups: FastMap<String, Vec<u32>>,
         batch: &Arc<PollBatch>,
+    ) {
+        if !groups.is_empty() {
+            self.held.push_back(Held {
+                groups,
+                batch: batch.clone(),
+            });
+        }
+        self.release_held(env, on_failure);
+    }
+
+    /// Hands out held batches in order until one's restore fails. True
+    /// when none is left.
+    pub fn release_held(&mut self, env: &Env, on_failure: &Recipient<WindowFailed>) -> bool {
+        let was_waiting = self.waiting_for_restore;
+        while let Some(held) = self.held.pop_front() {
+            if let Err(e) = self.restore_unknown(env, on_failure, &held) {
+                self.held.push_front(held);
+                if !was_waiting {
+                    log::warn!("Cannot restore streams from Postgres ({e}); reading pauses until it answers.");
+                    env.status
+                        .set_error(Some(format!("cannot restore streams: {e}")));
+                }
+                self.waiting_for_restore = true;
+                return false;
+            }
+            self.send(held.groups, &held.batch);
+        }
+        if was_waiting {
+            log::info!("Postgres answered: the held events are handed over and reading resumes.");
+        }
+        self.waiting_for_restore = false;
+        env.metrics
+            .window_actors
+            .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
+        true
+    }
+
+    /// Spawns the window actors of `held`'s streams that are not in memory,
+    /// restored from Postgres (or empty when it has nothing of them).
+    fn restore_unknown(
+        &mut self,
+        env: &Env,
+        on_failure: &Recipient<WindowFailed>,
+        held: &Held,
     ) -> Result<(), RestoreError> {
-        let unknown: Vec<String> = groups
+        let unknown: Vec<String> = held
+            .groups
             .keys()
             .filter(|s| !self.streams.contains_key(*s))
             .cloned()
             .collect();
-        if !unknown.is_empty() {
-            let mut conn = env.pool.get().map_err(store::StoreError::from)?;
-            for (_, model) in store::load_streams(&mut conn, &unknown)? {
-                let Some(partition) = first_partition(batch, groups.get(model.stream_id())) else {
-                    continue;
-                };
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut conn = env.pool.get().map_err(store::StoreError::from)?;
+        let mut restored: FastMap<String, StreamWindows> =
+            store::load_streams(&mut conn, &unknown)?
+                .into_iter()
+                .map(|(_, model)| (model.stream_id().to_owned(), model))
+                .collect();
+        env.metrics.streams_restored.inc_by(unknown.len() as u64);
+        for stream_id in unknown {
+            let model = restored
+                .remove(&stream_id)
+                .unwrap_or_else(|| StreamWindows::new(stream_id.clone()));
+            if let Some(partition) = first_partition(&held.batch, held.groups.get(&stream_id)) {
                 self.spawn_window(env, on_failure, model, partition);
             }
-            env.metrics.streams_restored.inc_by(unknown.len() as u64);
         }
+        Ok(())
+    }
+
+    /// Enqueues each stream's events in its window actor.
+    fn send(&mut self, groups: FastMap<String, Vec<u32>>, batch: &Arc<PollBatch>) {
         let now = Instant::now();
         for (stream_id, indices) in groups {
-            let Some(partition) = first_partition(batch, Some(&indices)) else {
-                continue;
-            };
-            if !self.streams.contains_key(&stream_id) {
-                let model = StreamWindows::new(stream_id.clone());
-                self.spawn_window(env, on_failure, model, partition);
-            }
             if let Some(entry) = self.streams.get_mut(&stream_id) {
                 entry.touched = true;
                 entry.evict = false;
@@ -202,10 +273,6 @@ impl Incarnation {
                 });
             }
         }
-        env.metrics
-            .window_actors
-            .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
-        Ok(())
     }
 
     /// Stops the window actors of streams whose last answer held no open

@@ -389,10 +389,12 @@ impl Handler<Poll> for ConsumerActor {
         if inc.phase.shutting_down() {
             return;
         }
-        if inc.pending.uncommitted >= env.cfg.max_uncommitted_events {
+        let recipient = ctx.address().recipient();
+        if !inc.release_held(env, &recipient)
+            || inc.pending.uncommitted >= env.cfg.max_uncommitted_events
+        {
             return self.schedule_poll(false, ctx);
         }
-        let recipient = ctx.address().recipient();
         match catch(|| inc.poll_batch(env, &recipient)) {
             Ok(Ok(full)) => self.schedule_poll(full, ctx),
             Ok(Err(ConsumerError::Read(e))) => self.halt(format!(

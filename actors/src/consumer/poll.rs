@@ -29,6 +29,9 @@ const FILE_WAIT: Duration = Duration::from_millis(20);
 /// Re-check of a read paused by `max_uncommitted_events` when no commit
 /// resumes it first.
 const PAUSED_POLL: Duration = Duration::from_millis(50);
+/// Retry of a held batch's restore while Postgres does not answer (each
+/// attempt may wait out the pool's connection timeout).
+const RESTORE_RETRY: Duration = Duration::from_millis(500);
 
 /// Where a record's raw payload is.
 enum Payload<'a> {
@@ -76,7 +79,7 @@ impl Incarnation {
             Input::Files(_) => self.read_files(env, &mut batch)?,
         };
         let (groups, data) = batch.take_groups();
-        self.dispatch(env, on_failure, groups, &data)?;
+        self.dispatch(env, on_failure, groups, &data);
         self.batches.lend(data);
         env.metrics.events_consumed.inc_by(batch.consumed);
         for (reason, n) in batch.rejected {
@@ -116,7 +119,7 @@ impl Incarnation {
                         restored,
                     } => {
                         let (groups, data) = batch.take_groups();
-                        self.dispatch(env, on_failure, groups, &data)?;
+                        self.dispatch(env, on_failure, groups, &data);
                         self.batches.lend(data);
                         self.restore(env, on_failure, epoch, &partitions, restored)?;
                     }
@@ -259,7 +262,8 @@ impl ConsumerActor {
             return self.advance(step, ctx);
         }
         let early = inc.pending.events_since_barrier >= cfg.checkpoint_events;
-        let paused = inc.pending.uncommitted >= cfg.max_uncommitted_events;
+        let held = !inc.held.is_empty();
+        let paused = held || inc.pending.uncommitted >= cfg.max_uncommitted_events;
         let step = if early {
             inc.phase.due()
         } else {
@@ -270,7 +274,8 @@ impl ConsumerActor {
         if paused {
             // A commit polls at once (see `resume_paused`); the timer
             // re-checks in case no commit comes, e.g. while Postgres is down.
-            let handle = ctx.notify_later(Poll, PAUSED_POLL);
+            let delay = if held { RESTORE_RETRY } else { PAUSED_POLL };
+            let handle = ctx.notify_later(Poll, delay);
             if let Lifecycle::Running(inc) = &mut self.lifecycle {
                 inc.paused_poll = Some(handle);
             }
