@@ -2,7 +2,8 @@
 //! several times in a row, once during start-up, each restart committing
 //! again within the 5 s of SPEC §4, and the final tables equal to ground
 //! truth. The kill instants are drawn from a seed printed by the test
-//! (`RESTART_SEED` replays one).
+//! (`RESTART_SEED` replays one). A stand-by takes over from an instance
+//! that died or froze; a frozen one that wakes finds itself fenced off.
 
 mod harness;
 
@@ -102,5 +103,71 @@ fn a_second_instance_stands_by_and_takes_over_when_the_first_dies() {
     if let Err(diff) = check_truth(&mut standby, &expected, Duration::from_secs(240)) {
         panic!("{diff}\nserve log:\n{}", standby.process.log_tail());
     }
+    assert_eq!(standby.terminate(), Some(0));
+}
+
+/// A frozen instance (SIGSTOP) stops refreshing its claim, so the stand-by
+/// takes its partitions over. Woken up (SIGCONT) with uncommitted work and
+/// events still to read, it must find itself fenced off, stand by in turn,
+/// and never write over the new owner's results.
+#[test]
+fn a_frozen_instance_wakes_fenced_off_and_the_tables_stay_exact() {
+    let services = Services::start();
+    let topic = services.broker.create_topic("frozen", PARTITIONS);
+    let db = services.postgres.create_database("frozen");
+    let (messages, expected) = Scenario::with_trouble(40_000).messages();
+    let (first, later) = messages.split_at(messages.len() / 2);
+    services.broker.produce_messages(&topic, first);
+    // Idle finalization must not close the first half's windows before the
+    // second half arrives (its events would be late); the default leaves a
+    // wide margin.
+    let cfg = || {
+        ServeConfig::new(&db, &services.broker, &topic)
+            .with_env("OWNER_LEASE", "3s")
+            .with_env("IDLE_FINALIZE", "30s")
+    };
+    let active_cfg = cfg();
+    let mut standby_cfg = cfg();
+    standby_cfg.group_id = active_cfg.group_id.clone();
+    let mut active = Serve::start(active_cfg);
+    let url = active.cfg.database_url.clone();
+    harness::wait_for("the first half committed", Duration::from_secs(120), || {
+        active.process.assert_running();
+        (harness::committed_messages(&url) == first.len() as i64).then_some(())
+    });
+    let mut standby = Serve::start(standby_cfg);
+    harness::wait_for(
+        "the stand-by to report its state",
+        Duration::from_secs(30),
+        || standby.try_metric("streamstats_partitions_assigned"),
+    );
+
+    active.process.signal("STOP");
+    services.broker.produce_messages(&topic, later);
+    let took = standby.wait_first_commit(Instant::now(), Duration::from_secs(60));
+    println!("stand-by took over from the frozen instance after {took:?}");
+    active.process.signal("CONT");
+
+    harness::wait_for(
+        "the woken instance to give its partitions up",
+        Duration::from_secs(60),
+        || {
+            active.process.assert_running();
+            (active.try_metric("streamstats_partitions_assigned") == Some(0.0)).then_some(())
+        },
+    );
+    if let Err(diff) = check_truth(&mut standby, &expected, Duration::from_secs(240)) {
+        panic!(
+            "{diff}\nstand-by log:\n{}\nwoken instance log:\n{}",
+            standby.process.log_tail(),
+            active.process.log_tail()
+        );
+    }
+    assert_eq!(
+        standby.try_metric("streamstats_partitions_assigned"),
+        Some(PARTITIONS as f64),
+        "the stand-by keeps what it took over"
+    );
+    assert_eq!(active.terminate(), Some(0));
     assert_eq!(standby.terminate(), Some(0));
 }
