@@ -1,7 +1,8 @@
-//! Outages: while Postgres or the broker is away, `/ready` fails naming the
-//! reason, consumption pauses at the uncommitted-work bound or on a stream
-//! that needs a restore (memory stays bounded), the metrics show the stall, and everything resumes by itself
-//! with exact results when the service returns.
+//! Outages: while Postgres or the broker is away (stopped, or frozen with
+//! its connections open), `/ready` fails naming the reason, consumption
+//! pauses at the uncommitted-work bound or on a stream that needs a restore
+//! (memory stays bounded), the metrics show the stall, and everything
+//! resumes by itself with exact results when the service returns.
 
 mod harness;
 
@@ -87,6 +88,50 @@ fn streams_that_need_a_restore_during_a_postgres_outage_pause_reading() {
     assert_eq!(serve.metric("streamstats_consumer_paused"), Some(0.0));
 }
 
+/// A frozen Postgres (SIGSTOP: connections open, nothing answers) must not
+/// hang the service: probes answer 503 within their patience, reading
+/// pauses, and everything resumes exactly when it thaws.
+#[test]
+fn a_frozen_postgres_fails_probes_in_time_and_recovers() {
+    let services = Services::start();
+    let (messages, expected) = Scenario::with_trouble(EVENTS).messages();
+    let (first, later) = messages.split_at(messages.len() / 2);
+    let topic = services.broker.create_topic("frozen_pg", PARTITIONS);
+    let db = services.postgres.create_database("frozen_pg");
+    services.broker.produce_messages(&topic, first);
+    let cfg = ServeConfig::new(&db, &services.broker, &topic)
+        .with_env("MAX_UNCOMMITTED_EVENTS", &BOUND.to_string())
+        .with_env("IDLE_FINALIZE", "30s");
+    let mut serve = Serve::start(cfg);
+    let url = serve.cfg.database_url.clone();
+    harness::wait_for("the first half committed", Duration::from_secs(120), || {
+        serve.process.assert_running();
+        (committed_messages(&url) == first.len() as i64).then_some(())
+    });
+    services.postgres.freeze();
+    services.broker.produce_messages(&topic, later);
+
+    for route in ["/health", "/ready", "/prometheus"] {
+        let asked = std::time::Instant::now();
+        let (status, body) = serve.get(route);
+        println!("{route} answered {status} in {:?}", asked.elapsed());
+        assert!(asked.elapsed() < Duration::from_secs(5), "{route} hung");
+        if route != "/prometheus" {
+            assert_eq!(status, 503, "{route}: {body}");
+        }
+    }
+    harness::wait_for("reading to pause", Duration::from_secs(60), || {
+        (serve.metric("streamstats_consumer_paused") == Some(1.0)).then_some(())
+    });
+    assert_uncommitted_within_bound(&serve);
+
+    services.postgres.thaw();
+    wait_for_truth(&mut serve, &expected, Duration::from_secs(240));
+    harness::wait_for("/ready to recover", Duration::from_secs(30), || {
+        (serve.get("/ready").0 == 200).then_some(())
+    });
+}
+
 /// Produces `first`, waits until `serve` committed all of it, stops
 /// Postgres, produces `later`, and waits for `/ready` to name the database.
 fn first_half_then_outage(
@@ -120,6 +165,7 @@ fn first_half_then_outage(
     serve
 }
 
+/// Memory stays bounded: at most one poll batch over the bound.
 fn assert_uncommitted_within_bound(serve: &Serve) {
     let uncommitted = serve
         .metric("streamstats_uncommitted_events")
@@ -130,6 +176,7 @@ fn assert_uncommitted_within_bound(serve: &Serve) {
     );
 }
 
+/// The outage shows in the checkpoint outcomes.
 fn wait_for_a_failed_checkpoint(serve: &Serve) {
     harness::wait_for(
         "a failed checkpoint to be counted",

@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use actix_web::web;
-use diesel::connection::SimpleConnection;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::PgConnection;
 use streamstats_actors::store::{self, StoreError};
 
@@ -55,15 +53,7 @@ where
 /// 503 when the connection is gone (lost mid-query, or it no longer
 /// answers a trivial statement), 500 otherwise, with the cause logged.
 fn classify(conn: &mut PgConnection, err: StoreError) -> ApiError {
-    let lost = match &err {
-        StoreError::Connect(_) => true,
-        StoreError::Query(DieselError::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _,
-        )) => true,
-        _ => conn.batch_execute("SELECT 1").is_err(),
-    };
-    if lost {
+    if err.is_unreachable(conn) {
         ApiError::Unavailable(err.to_string())
     } else {
         log::warn!("A query of the API failed with the database reachable: {err}.");

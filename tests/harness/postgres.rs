@@ -118,6 +118,27 @@ impl Postgres {
         self.process = Some(process);
     }
 
+    /// Freezes the server and its backends (SIGSTOP): connections stay open
+    /// and nothing answers, as with a hung host.
+    pub fn freeze(&self) {
+        self.signal_all("STOP");
+    }
+
+    /// Wakes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal_all("CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        // The postmaster first, so it forks no backend the second misses.
+        let process = self.process.as_ref().expect("postgres is running");
+        process.signal(signal);
+        let _ = std::process::Command::new("pkill")
+            .arg(format!("-{signal}"))
+            .args(["--parent", &process.pid().to_string()])
+            .status();
+    }
+
     /// Stops the server in immediate mode (no shutdown checkpoint, like a crash).
     pub fn stop_immediate(&mut self) {
         if let Some(mut process) = self.process.take() {

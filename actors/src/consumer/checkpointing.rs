@@ -12,12 +12,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::incarnation::{Incarnation, Input};
-use super::{ConsumerActor, ConsumerError, Lifecycle, PipelineContext};
+use super::{ConsumerActor, ConsumerError, Lifecycle, PipelineContext, RESTORE_RETRY};
 use crate::checkpoint::{BarrierError, Checkpoint};
 use crate::event::RejectReason;
 use crate::messages::{Barrier, BarrierAnswer, BarrierReply, WriteCheckpoint};
 use crate::metrics::{CheckpointOutcome, Metrics};
-use crate::supervise::ActorKind;
+use crate::supervise::{catch, ActorKind};
 use crate::window::minute_of;
 use crate::writer::WriteError;
 
@@ -26,8 +26,6 @@ const KAFKA_COMMIT_EVERY: Duration = Duration::from_secs(5);
 /// Refusals of the same checkpoint by a database that is up, after which
 /// the pipeline halts instead of retrying.
 const MAX_REFUSALS: u32 = 3;
-/// Retry of a final checkpoint that waits for a held batch's restore.
-const RESTORE_RETRY: Duration = Duration::from_millis(500);
 
 impl ConsumerActor {
     /// Takes a barrier: in this one synchronous step, copies the offsets and
@@ -46,18 +44,27 @@ impl ConsumerActor {
             let step = inc.phase.ended(true);
             return self.advance(step, ctx);
         }
-        if !inc.release_held(&self.env, &ctx.address().recipient()) {
-            // No barrier behind events the window actors do not have yet:
-            // the checkpoint fails like a write to a database that is down.
-            self.env
-                .metrics
-                .checkpoint_outcome(CheckpointOutcome::Failed);
-            if final_one {
-                ctx.run_later(RESTORE_RETRY, |act, ctx| act.begin_checkpoint(true, ctx));
-                return;
+        let recipient = ctx.address().recipient();
+        match catch(|| inc.release_held(&self.env, &recipient)) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                // No barrier behind events the window actors do not have
+                // yet: the checkpoint fails like a write to a database that
+                // is down.
+                self.env
+                    .metrics
+                    .checkpoint_outcome(CheckpointOutcome::Failed);
+                if final_one {
+                    ctx.run_later(RESTORE_RETRY, |act, ctx| act.begin_checkpoint(true, ctx));
+                    return;
+                }
+                let step = inc.phase.ended(false);
+                return self.advance(step, ctx);
             }
-            let step = inc.phase.ended(false);
-            return self.advance(step, ctx);
+            Ok(Err(e)) => return self.fail(ActorKind::Consumer, e.into(), ctx),
+            Err(reason) => {
+                return self.fail(ActorKind::Consumer, ConsumerError::Panicked(reason), ctx)
+            }
         }
         // A file source at its end closes every window; a caught-up Kafka
         // source lets idle streams' watermarks follow the wall clock.

@@ -10,7 +10,7 @@ use rdkafka::consumer::BaseConsumer;
 
 use super::batch::BatchPool;
 use super::file_source::FileInput;
-use super::{Env, PipelineContext, RestoreError};
+use super::{Env, PipelineContext, RestoreError, RESTORE_RETRY};
 use crate::checkpoint::{DeadLetter, Phase, Restored};
 use crate::hash::FastMap;
 use crate::messages::{EventBatch, PollBatch, WindowFailed};
@@ -65,6 +65,14 @@ pub(super) struct Held {
     batch: Arc<PollBatch>,
 }
 
+/// Why a held batch's streams were not restored.
+enum Restore {
+    /// Postgres cannot be reached: the batch stays held and is retried.
+    Unreachable(store::StoreError),
+    /// Postgres answered with an error: retrying will not help.
+    Failed(store::StoreError),
+}
+
 /// Where an incarnation reads its events.
 pub(super) enum Input {
     /// The Kafka client.
@@ -102,8 +110,10 @@ pub(super) struct Incarnation {
     /// Batches waiting for their streams' restore; reading pauses while
     /// any is held, and no barrier is taken behind them.
     pub held: VecDeque<Held>,
-    /// A failed restore was reported and its recovery is still to report.
-    pub waiting_for_restore: bool,
+    /// When a held batch's restore last failed for want of Postgres: no
+    /// new attempt within [`RESTORE_RETRY`] (each may wait out the pool's
+    /// connection timeout), and its recovery is still to report.
+    pub restore_failed_at: Option<Instant>,
 }
 
 impl Incarnation {
@@ -124,7 +134,7 @@ impl Incarnation {
             batches: BatchPool::default(),
             paused_poll: None,
             held: VecDeque::new(),
-            waiting_for_restore: false,
+            restore_failed_at: None,
         }
     }
 
@@ -171,6 +181,7 @@ impl Incarnation {
         self.partitions.clear();
         self.streams.clear();
         self.held.clear();
+        self.restore_failed_at = None;
         self.pending = Pending::default();
         env.status.set_assigned(0);
         env.metrics.window_actors.set(0);
@@ -179,49 +190,65 @@ impl Incarnation {
 
     /// Hands each stream its events, behind any batch still held. Streams
     /// not in memory are restored from Postgres first, all of the batch's
-    /// in one read, or start empty. While Postgres cannot be read the batch
-    /// is held (see [`Held`]) instead of failing the incarnation.
+    /// in one read, or start empty. While Postgres cannot be reached the
+    /// batch is held (see [`Held`]) instead of failing the incarnation.
     pub fn dispatch(
         &mut self,
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
         groups: FastMap<String, Vec<u32>>,
         batch: &Arc<PollBatch>,
-    ) {
+    ) -> Result<(), RestoreError> {
         if !groups.is_empty() {
             self.held.push_back(Held {
                 groups,
                 batch: batch.clone(),
             });
         }
-        self.release_held(env, on_failure);
+        self.release_held(env, on_failure).map(|_| ())
     }
 
-    /// Hands out held batches in order until one's restore fails. True
-    /// when none is left.
-    pub fn release_held(&mut self, env: &Env, on_failure: &Recipient<WindowFailed>) -> bool {
-        let was_waiting = self.waiting_for_restore;
+    /// Hands out held batches in order until one's restore cannot reach
+    /// Postgres. `Ok(true)` when none is left; an error when Postgres
+    /// answered and the restore failed anyway (the incarnation must fail).
+    pub fn release_held(
+        &mut self,
+        env: &Env,
+        on_failure: &Recipient<WindowFailed>,
+    ) -> Result<bool, RestoreError> {
+        if self.held.is_empty() {
+            return Ok(true);
+        }
+        if self
+            .restore_failed_at
+            .is_some_and(|t| t.elapsed() < RESTORE_RETRY)
+        {
+            return Ok(false);
+        }
         while let Some(held) = self.held.pop_front() {
-            if let Err(e) = self.restore_unknown(env, on_failure, &held) {
-                self.held.push_front(held);
-                if !was_waiting {
-                    log::warn!("Cannot restore streams from Postgres ({e}); reading pauses until it answers.");
-                    env.status
-                        .set_error(Some(format!("cannot restore streams: {e}")));
+            match self.restore_unknown(env, on_failure, &held) {
+                Ok(()) => self.send(held.groups, &held.batch),
+                Err(Restore::Unreachable(e)) => {
+                    self.held.push_front(held);
+                    if self.restore_failed_at.is_none() {
+                        log::warn!("Cannot restore streams from Postgres ({e}); reading pauses until it answers.");
+                        env.status
+                            .set_error(Some(format!("cannot restore streams: {e}")));
+                    }
+                    self.restore_failed_at = Some(Instant::now());
+                    return Ok(false);
                 }
-                self.waiting_for_restore = true;
-                return false;
+                Err(Restore::Failed(e)) => return Err(e.into()),
             }
-            self.send(held.groups, &held.batch);
         }
-        if was_waiting {
+        if self.restore_failed_at.take().is_some() {
             log::info!("Postgres answered: the held events are handed over and reading resumes.");
+            env.status.set_error(None);
         }
-        self.waiting_for_restore = false;
         env.metrics
             .window_actors
             .set(i64::try_from(self.streams.len()).unwrap_or(i64::MAX));
-        true
+        Ok(true)
     }
 
     /// Spawns the window actors of `held`'s streams that are not in memory,
@@ -231,7 +258,7 @@ impl Incarnation {
         env: &Env,
         on_failure: &Recipient<WindowFailed>,
         held: &Held,
-    ) -> Result<(), RestoreError> {
+    ) -> Result<(), Restore> {
         let unknown: Vec<String> = held
             .groups
             .keys()
@@ -241,12 +268,16 @@ impl Incarnation {
         if unknown.is_empty() {
             return Ok(());
         }
-        let mut conn = env.pool.get().map_err(store::StoreError::from)?;
-        let mut restored: FastMap<String, StreamWindows> =
-            store::load_streams(&mut conn, &unknown)?
-                .into_iter()
-                .map(|(_, model)| (model.stream_id().to_owned(), model))
-                .collect();
+        let mut conn = env.pool.get().map_err(|e| Restore::Unreachable(e.into()))?;
+        let loaded = match store::load_streams(&mut conn, &unknown) {
+            Ok(loaded) => loaded,
+            Err(e) if e.is_unreachable(&mut conn) => return Err(Restore::Unreachable(e)),
+            Err(e) => return Err(Restore::Failed(e)),
+        };
+        let mut restored: FastMap<String, StreamWindows> = loaded
+            .into_iter()
+            .map(|(_, model)| (model.stream_id().to_owned(), model))
+            .collect();
         env.metrics.streams_restored.inc_by(unknown.len() as u64);
         for stream_id in unknown {
             let model = restored

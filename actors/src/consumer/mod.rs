@@ -60,6 +60,10 @@ const MAX_BATCH: usize = 5_000;
 /// system was most of a quiet `serve`'s CPU (100 a second at 10 ms).
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
+/// Retry of a held batch's restore while Postgres cannot be reached (each
+/// attempt may wait out the pool's connection timeout).
+const RESTORE_RETRY: Duration = Duration::from_millis(500);
+
 /// Poll the broker for the next batch.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -390,9 +394,15 @@ impl Handler<Poll> for ConsumerActor {
             return;
         }
         let recipient = ctx.address().recipient();
-        if !inc.release_held(env, &recipient)
-            || inc.pending.uncommitted >= env.cfg.max_uncommitted_events
-        {
+        match catch(|| inc.release_held(env, &recipient)) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return self.schedule_poll(false, ctx),
+            Ok(Err(e)) => return self.fail(ActorKind::Consumer, e.into(), ctx),
+            Err(reason) => {
+                return self.fail(ActorKind::Consumer, ConsumerError::Panicked(reason), ctx)
+            }
+        }
+        if inc.pending.uncommitted >= env.cfg.max_uncommitted_events {
             return self.schedule_poll(false, ctx);
         }
         match catch(|| inc.poll_batch(env, &recipient)) {

@@ -17,7 +17,7 @@ use super::file_source::{FileInput, ParsedBatch};
 use super::incarnation::{Incarnation, Input};
 use super::{
     AssignmentEvent, ConsumerActor, ConsumerError, Env, Lifecycle, PipelineContext, Poll,
-    IDLE_POLL, MAX_BATCH,
+    IDLE_POLL, MAX_BATCH, RESTORE_RETRY,
 };
 use crate::checkpoint::DeadLetter;
 use crate::event::{Event, Rejection};
@@ -29,9 +29,6 @@ const FILE_WAIT: Duration = Duration::from_millis(20);
 /// Re-check of a read paused by `max_uncommitted_events` when no commit
 /// resumes it first.
 const PAUSED_POLL: Duration = Duration::from_millis(50);
-/// Retry of a held batch's restore while Postgres does not answer (each
-/// attempt may wait out the pool's connection timeout).
-const RESTORE_RETRY: Duration = Duration::from_millis(500);
 
 /// Where a record's raw payload is.
 enum Payload<'a> {
@@ -79,7 +76,7 @@ impl Incarnation {
             Input::Files(_) => self.read_files(env, &mut batch)?,
         };
         let (groups, data) = batch.take_groups();
-        self.dispatch(env, on_failure, groups, &data);
+        self.dispatch(env, on_failure, groups, &data)?;
         self.batches.lend(data);
         env.metrics.events_consumed.inc_by(batch.consumed);
         for (reason, n) in batch.rejected {
@@ -119,7 +116,7 @@ impl Incarnation {
                         restored,
                     } => {
                         let (groups, data) = batch.take_groups();
-                        self.dispatch(env, on_failure, groups, &data);
+                        self.dispatch(env, on_failure, groups, &data)?;
                         self.batches.lend(data);
                         self.restore(env, on_failure, epoch, &partitions, restored)?;
                     }
@@ -250,6 +247,7 @@ impl Incarnation {
 impl ConsumerActor {
     pub(super) fn schedule_poll(&mut self, full: bool, ctx: &mut Context<Self>) {
         let cfg = &self.env.cfg;
+        let bound = cfg.max_uncommitted_events;
         let Lifecycle::Running(inc) = &mut self.lifecycle else {
             return;
         };
@@ -261,24 +259,25 @@ impl ConsumerActor {
             let step = inc.phase.shutdown();
             return self.advance(step, ctx);
         }
-        let early = inc.pending.events_since_barrier >= cfg.checkpoint_events;
-        let held = !inc.held.is_empty();
-        let paused = held || inc.pending.uncommitted >= cfg.max_uncommitted_events;
-        let step = if early {
+        let step = if inc.pending.events_since_barrier >= cfg.checkpoint_events {
             inc.phase.due()
         } else {
             crate::checkpoint::Step::Wait
         };
-        self.env.metrics.consumer_paused.set(i64::from(paused));
+        // The barrier may release a held batch: decide after it.
         self.advance(step, ctx);
+        let Lifecycle::Running(inc) = &mut self.lifecycle else {
+            return;
+        };
+        let held = !inc.held.is_empty();
+        let paused = held || inc.pending.uncommitted >= bound;
+        self.env.metrics.consumer_paused.set(i64::from(paused));
         if paused {
             // A commit polls at once (see `resume_paused`); the timer
             // re-checks in case no commit comes, e.g. while Postgres is down.
             let delay = if held { RESTORE_RETRY } else { PAUSED_POLL };
             let handle = ctx.notify_later(Poll, delay);
-            if let Lifecycle::Running(inc) = &mut self.lifecycle {
-                inc.paused_poll = Some(handle);
-            }
+            inc.paused_poll = Some(handle);
         } else if full {
             ctx.notify(Poll);
         } else {

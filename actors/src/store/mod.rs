@@ -78,6 +78,24 @@ pub enum StoreError {
     Migrate(String),
 }
 
+impl StoreError {
+    /// True when `self` means Postgres cannot be reached (no connection, or
+    /// the connection was lost mid-query, or it no longer answers a trivial
+    /// statement), as opposed to a database that answered with an error.
+    pub fn is_unreachable(&self, conn: &mut PgConnection) -> bool {
+        use diesel::connection::SimpleConnection;
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )) => true,
+            _ => conn.batch_execute("SELECT 1").is_err(),
+        }
+    }
+}
+
 /// Result alias of the storage layer.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
