@@ -215,3 +215,44 @@ fn broker_outage_fails_ready_and_recovers() {
         (serve.get("/ready").0 == 200).then_some(())
     });
 }
+
+/// How long the broker stays frozen.
+const BROKER_FROZEN_FOR: Duration = Duration::from_secs(10);
+
+/// A frozen broker (SIGSTOP: connections open, nothing answers) loses
+/// nothing: what was read before commits, and everything resumes exactly
+/// when it wakes.
+#[test]
+fn a_frozen_broker_resumes_exactly() {
+    let services = Services::start();
+    let (messages, expected) = Scenario::with_trouble(EVENTS).messages();
+    let (first, later) = messages.split_at(messages.len() / 2);
+    let topic = services.broker.create_topic("frozen_broker", PARTITIONS);
+    let db = services.postgres.create_database("frozen_broker");
+    services.broker.produce_messages(&topic, first);
+    let cfg = ServeConfig::new(&db, &services.broker, &topic).with_env("IDLE_FINALIZE", "30s");
+    let mut serve = Serve::start(cfg);
+    let url = serve.cfg.database_url.clone();
+    harness::wait_for("some progress", Duration::from_secs(120), || {
+        serve.process.assert_running();
+        (committed_messages(&url) > 0).then_some(())
+    });
+    services.broker.signal("STOP");
+    let frozen = std::time::Instant::now();
+    harness::wait_for(
+        "everything read to be committed",
+        Duration::from_secs(60),
+        || {
+            let read = serve.metric("streamstats_events_consumed_total")?;
+            let uncommitted = serve.metric("streamstats_uncommitted_events")?;
+            (read > 0.0 && uncommitted == 0.0).then_some(())
+        },
+    );
+    // The fault's length (shorter than IDLE_FINALIZE, whose expiry would
+    // close the first half's windows before the second half arrives).
+    std::thread::sleep(BROKER_FROZEN_FOR.saturating_sub(frozen.elapsed()));
+    services.broker.signal("CONT");
+    services.broker.produce_messages(&topic, later);
+    wait_for_truth(&mut serve, &expected, Duration::from_secs(240));
+    assert_eq!(serve.process.try_wait(), None, "serve is still running");
+}

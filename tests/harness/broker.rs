@@ -111,6 +111,15 @@ impl Broker {
         );
     }
 
+    /// Sends the broker `signal` (`STOP` freezes it with its connections
+    /// open, `CONT` wakes it).
+    pub fn signal(&self, signal: &str) {
+        self.process
+            .as_ref()
+            .expect("the broker is running")
+            .signal(signal);
+    }
+
     /// Kills the broker with SIGKILL (its sqlite log survives).
     pub fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
