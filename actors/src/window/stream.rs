@@ -82,7 +82,8 @@ pub struct Changes {
     /// user), a window's users together in chunks of at most
     /// [`CHUNK_USERS`], numbered per window.
     pub chatters: Vec<(DateTime<Utc>, i32, String)>,
-    /// Windows that became final: their stored chatters can go.
+    /// Windows that became final with chatters stored: those chunks go.
+    /// (One with none stored needs no delete.)
     pub closed: Vec<DateTime<Utc>>,
 }
 
@@ -112,15 +113,25 @@ pub struct StreamWindows {
     open: Vec<(DateTime<Utc>, MinuteAgg)>,
     /// Starts of open windows touched since the last take (may repeat).
     dirty: Vec<DateTime<Utc>>,
-    /// Rows of windows that became final since the last take, each with
-    /// whether it is already stored.
-    closed: Vec<(WindowRow, bool)>,
+    /// Windows that became final since the last take.
+    closed: Vec<ClosedWindow>,
     /// An event was applied or the watermark moved since the last take.
     state_due: bool,
     /// The state row is in `stream_state` (taken or restored).
     state_stored: bool,
     viewer_delta: ViewerSets,
     new_chatters: Vec<(DateTime<Utc>, Id)>,
+}
+
+/// A window that became final, until the next take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClosedWindow {
+    /// Its final row.
+    row: WindowRow,
+    /// The row is already in `stream_metrics_minute` (an update, not an insert).
+    stored: bool,
+    /// Chunks of its chatters are in `window_chatter_chunks`.
+    chatters_stored: bool,
 }
 
 /// Presence-set increments as sets, so a join and a leave of the same user
@@ -274,8 +285,11 @@ impl StreamWindows {
             .open
             .partition_point(|(start, _)| *start <= last_closing);
         for (start, agg) in self.open.drain(..closing) {
-            self.closed
-                .push((agg.to_row(&self.stream_id, start, true), agg.stored));
+            self.closed.push(ClosedWindow {
+                row: agg.to_row(&self.stream_id, start, true),
+                stored: agg.stored,
+                chatters_stored: agg.chunks > 0,
+            });
         }
     }
 
@@ -326,9 +340,14 @@ impl StreamWindows {
     /// touched open windows (not final), and when the restorable state
     /// moved, the state row with the increments a restore needs.
     pub fn take_changes(&mut self) -> Changes {
+        let taken = std::mem::take(&mut self.closed);
+        let closed: Vec<DateTime<Utc>> = taken
+            .iter()
+            .filter(|c| c.chatters_stored)
+            .map(|c| c.row.window_start)
+            .collect();
         let (mut rows, mut stored): (Vec<WindowRow>, Vec<bool>) =
-            std::mem::take(&mut self.closed).into_iter().unzip();
-        let closed: Vec<DateTime<Utc>> = rows.iter().map(|r| r.window_start).collect();
+            taken.into_iter().map(|c| (c.row, c.stored)).unzip();
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();

@@ -300,7 +300,17 @@ impl Stored {
             }
         }
         for start in c.closed {
-            self.chatters.remove(&start);
+            assert!(
+                self.chatters.remove(&start).is_some(),
+                "deletes only stored chatters ({start})"
+            );
+        }
+        // Every final window's chatters were deleted: none are left behind.
+        for start in self.chatters.keys() {
+            assert!(
+                self.rows.get(start).is_none_or(|r| !r.is_final),
+                "chatters of final window {start} left stored"
+            );
         }
     }
 
