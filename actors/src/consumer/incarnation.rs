@@ -111,8 +111,8 @@ pub(super) struct Incarnation {
     /// any is held, and no barrier is taken behind them.
     pub held: VecDeque<Held>,
     /// When a held batch's restore last failed for want of Postgres: no
-    /// new attempt within [`RESTORE_RETRY`] (each may wait out the pool's
-    /// connection timeout), and its recovery is still to report.
+    /// new attempt within [`RESTORE_RETRY`], each waiting at most that long
+    /// for a connection, and its recovery is still to report.
     pub restore_failed_at: Option<Instant>,
 }
 
@@ -268,7 +268,16 @@ impl Incarnation {
         if unknown.is_empty() {
             return Ok(());
         }
-        let mut conn = env.pool.get().map_err(|e| Restore::Unreachable(e.into()))?;
+        // While Postgres is known to be away, a retry waits briefly for a
+        // connection, so the consumer stays responsive (to a shutdown).
+        let patience = match self.restore_failed_at {
+            Some(_) => RESTORE_RETRY,
+            None => env.pool.connection_timeout(),
+        };
+        let mut conn = env
+            .pool
+            .get_timeout(patience)
+            .map_err(|e| Restore::Unreachable(e.into()))?;
         let loaded = match store::load_streams(&mut conn, &unknown) {
             Ok(loaded) => loaded,
             Err(e) if e.is_unreachable(&mut conn) => return Err(Restore::Unreachable(e)),

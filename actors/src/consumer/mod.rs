@@ -60,8 +60,8 @@ const MAX_BATCH: usize = 5_000;
 /// system was most of a quiet `serve`'s CPU (100 a second at 10 ms).
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
-/// Retry of a held batch's restore while Postgres cannot be reached (each
-/// attempt may wait out the pool's connection timeout).
+/// Retry of a held batch's restore while Postgres cannot be reached, and
+/// the longest such a retry waits for a connection.
 const RESTORE_RETRY: Duration = Duration::from_millis(500);
 
 /// Poll the broker for the next batch.
