@@ -97,6 +97,9 @@ fn a_frozen_postgres_fails_probes_in_time_and_recovers() {
     let (messages, expected) = Scenario::with_trouble(EVENTS).messages();
     let (first, later) = messages.split_at(messages.len() / 2);
     let (mut serve, topic) = first_half_committed(&services, "frozen_pg", first, "30s");
+    // The probes' pool holds an idle connection, whose check at checkout
+    // will wait on the frozen server.
+    assert_eq!(serve.get("/health").0, 200);
     services.postgres.freeze();
     services.broker.produce_messages(&topic, later);
 
@@ -230,12 +233,16 @@ fn a_frozen_broker_resumes_exactly() {
     let (messages, expected) = Scenario::with_trouble(EVENTS).messages();
     let (first, later) = messages.split_at(messages.len() / 2);
     let (mut serve, topic) = first_half_committed(&services, "frozen_broker", first, "30s");
+    // Part of the rest arrives just before the freeze, so the consumer has
+    // work in hand when the broker stops answering.
+    let (before, after) = later.split_at(later.len() / 4);
+    services.broker.produce_messages(&topic, before);
     services.broker.signal("STOP");
     // The fault's length (shorter than IDLE_FINALIZE, whose expiry would
     // close the first half's windows before the second half arrives).
     std::thread::sleep(BROKER_FROZEN_FOR);
     services.broker.signal("CONT");
-    services.broker.produce_messages(&topic, later);
+    services.broker.produce_messages(&topic, after);
     wait_for_truth(&mut serve, &expected, Duration::from_secs(240));
     assert_eq!(serve.process.try_wait(), None, "serve is still running");
 }

@@ -107,9 +107,9 @@ fn a_second_instance_stands_by_and_takes_over_when_the_first_dies() {
 }
 
 /// A frozen instance (SIGSTOP) stops refreshing its claim, so the stand-by
-/// takes its partitions over. Woken up (SIGCONT) with uncommitted work and
-/// events still to read, it must find itself fenced off, stand by in turn,
-/// and never write over the new owner's results.
+/// takes its partitions over. Woken up (SIGCONT), with whatever it held
+/// when it froze and events still to read, it must find itself fenced off,
+/// stand by in turn, and never write over the new owner's results.
 #[test]
 fn a_frozen_instance_wakes_fenced_off_and_the_tables_stay_exact() {
     let services = Services::start();
@@ -142,8 +142,12 @@ fn a_frozen_instance_wakes_fenced_off_and_the_tables_stay_exact() {
         || standby.try_metric("streamstats_partitions_assigned"),
     );
 
+    // Part of the rest arrives just before the freeze, so the frozen
+    // instance is likely to hold uncommitted work or a checkpoint in flight.
+    let (before, after) = later.split_at(later.len() / 4);
+    services.broker.produce_messages(&topic, before);
     active.process.signal("STOP");
-    services.broker.produce_messages(&topic, later);
+    services.broker.produce_messages(&topic, after);
     let took = standby.wait_first_commit(Instant::now(), Duration::from_secs(60));
     println!("stand-by took over from the frozen instance after {took:?}");
     active.process.signal("CONT");

@@ -16,6 +16,9 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(2);
 /// How long probes (`/health`, `/ready`, the scrape) wait: a scrape must
 /// finish well inside Prometheus' scrape timeout even with the database down.
 pub const PROBE_PATIENCE: Duration = Duration::from_millis(500);
+/// A query's whole answer (connection and statement) may take this many
+/// times its connection patience before it is given up as unavailable.
+const ANSWER_PATIENCE_FACTOR: u32 = 5;
 
 /// Runs `f` with a pooled connection off the async threads.
 pub async fn query<T, F>(state: &web::Data<AppState>, f: F) -> Result<T, ApiError>
@@ -37,17 +40,25 @@ where
     F: FnOnce(&mut PgConnection) -> store::Result<T> + Send + 'static,
 {
     let pool = state.pool.clone();
-    web::block(move || {
+    let run = web::block(move || {
         let mut conn = pool
             .get_timeout(patience)
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         f(&mut conn).map_err(|e| classify(&mut conn, e))
-    })
-    .await
-    .map_err(|e| {
-        log::warn!("A query could not run on the blocking pool: {e}.");
-        ApiError::Internal("the query could not run".to_owned())
-    })?
+    });
+    // A database that hangs (a frozen host: connections open, nothing
+    // answers) must not hang the request; its blocking thread is left to
+    // finish when the database answers.
+    let answer_within = patience.saturating_mul(ANSWER_PATIENCE_FACTOR);
+    match tokio::time::timeout(answer_within, run).await {
+        Ok(answered) => answered.map_err(|e| {
+            log::warn!("A query could not run on the blocking pool: {e}.");
+            ApiError::Internal("the query could not run".to_owned())
+        })?,
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "the database did not answer within {answer_within:?}"
+        ))),
+    }
 }
 
 /// 503 when the connection is gone (lost mid-query, or it no longer

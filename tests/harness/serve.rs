@@ -139,7 +139,11 @@ impl Serve {
 
     /// GET `path`: status and body, whatever the status.
     pub fn get(&self, path: &str) -> (u16, String) {
-        match ureq::get(&self.url(path)).call() {
+        // Bounded, so a route that hangs fails the test instead of hanging it.
+        match ureq::get(&self.url(path))
+            .timeout(Duration::from_secs(60))
+            .call()
+        {
             Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
             Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
             Err(e) => panic!("GET {path} failed: {e}"),

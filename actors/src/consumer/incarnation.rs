@@ -112,7 +112,7 @@ pub(super) struct Incarnation {
     pub held: VecDeque<Held>,
     /// When a held batch's restore last failed for want of Postgres: no
     /// new attempt within [`RESTORE_RETRY`], each waiting at most that long
-    /// for a connection, and its recovery is still to report.
+    /// for a new connection, and its recovery is still to report.
     pub restore_failed_at: Option<Instant>,
 }
 
@@ -269,7 +269,8 @@ impl Incarnation {
             return Ok(());
         }
         // While Postgres is known to be away, a retry waits briefly for a
-        // connection, so the consumer stays responsive (to a shutdown).
+        // connection, so the consumer stays responsive (to a shutdown). A
+        // server that hangs instead holds the attempt until it answers.
         let patience = match self.restore_failed_at {
             Some(_) => RESTORE_RETRY,
             None => env.pool.connection_timeout(),
