@@ -1,0 +1,1 @@
+ALTER TABLE stream_metrics_minute SET (fillfactor = 90);
