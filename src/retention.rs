@@ -3,6 +3,11 @@
 //! `DEAD_LETTER_RETENTION`, in bounded batches with a pause after each, so
 //! checkpoints keep committing while a long history is trimmed. A pass runs
 //! every `RETENTION_INTERVAL`, the first one interval after start.
+//!
+//! Ages are counted back from the newest row of each table, or from the
+//! wall clock if that is earlier: a clock far ahead (or set wrong) cannot
+//! make a pass delete a table's recent rows, and a backfill of old events
+//! into an otherwise empty table keeps its newest `RETENTION`.
 
 use std::time::{Duration, Instant};
 
@@ -23,9 +28,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// How long rows are kept and how often retention runs.
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionConfig {
-    /// Window rows whose minute started longer ago are deleted.
+    /// Window rows whose minute started this long before the newest
+    /// window (or before now, if earlier) are deleted.
     pub windows: Duration,
-    /// Dead letters received longer ago are deleted.
+    /// Dead letters received this long before the newest one (or before
+    /// now, if earlier) are deleted.
     pub dead_letters: Duration,
     /// Time between passes.
     pub interval: Duration,
@@ -58,9 +65,14 @@ pub fn start(pool: Pool, metrics: Metrics, cfg: RetentionConfig) {
         // catch-up) never competes with a large trim.
         loop {
             actix_rt::time::sleep(cfg.interval).await;
-            if let Err(e) = pass(&pool, &metrics, cfg).await {
-                log::warn!("A retention pass stopped early ({e}); the next pass continues.");
-            }
+            let outcome = match pass(&pool, &metrics, cfg).await {
+                Ok(()) => "completed",
+                Err(e) => {
+                    log::warn!("A retention pass stopped early ({e}); the next pass continues.");
+                    "failed"
+                }
+            };
+            metrics.retention_passes.with_label_values(&[outcome]).inc();
         }
     });
 }
@@ -71,19 +83,17 @@ async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<()
     let windows = Table {
         name: "stream_metrics_minute",
         oldest: retention::oldest_window,
+        newest: retention::newest_window,
         delete: retention::delete_windows,
     };
     let letters = Table {
         name: "dead_letters",
         oldest: retention::oldest_dead_letter,
+        newest: retention::newest_dead_letter,
         delete: retention::delete_dead_letters,
     };
-    let removed_windows = windows
-        .trim(pool, metrics, cutoff(now, cfg.windows))
-        .await?;
-    let removed_letters = letters
-        .trim(pool, metrics, cutoff(now, cfg.dead_letters))
-        .await?;
+    let removed_windows = windows.trim(pool, metrics, now, cfg.windows).await?;
+    let removed_letters = letters.trim(pool, metrics, now, cfg.dead_letters).await?;
     if removed_windows + removed_letters > 0 {
         log::info!(
             "Retention removed {removed_windows} window rows and {removed_letters} dead letters."
@@ -92,14 +102,22 @@ async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<()
     Ok(())
 }
 
-/// `now - keep`, or `None` when that is before any time Postgres holds.
-fn cutoff(now: DateTime<Utc>, keep: Duration) -> Option<DateTime<Utc>> {
+/// `keep` before the earlier of `now` and the table's `newest` row, or
+/// `None` when the table is empty or that is before any time Postgres
+/// holds.
+fn cutoff(
+    now: DateTime<Utc>,
+    newest: Option<DateTime<Utc>>,
+    keep: Duration,
+) -> Option<DateTime<Utc>> {
+    let anchor = newest?.min(now);
     chrono::TimeDelta::from_std(keep)
         .ok()
-        .and_then(|keep| now.checked_sub_signed(keep))
+        .and_then(|keep| anchor.checked_sub_signed(keep))
 }
 
-type Oldest = fn(&mut diesel::PgConnection) -> store::Result<Option<DateTime<Utc>>>;
+/// A table's oldest or newest row time.
+type Edge = fn(&mut diesel::PgConnection) -> store::Result<Option<DateTime<Utc>>>;
 type Delete = fn(
     &mut diesel::PgConnection,
     DateTime<Utc>,
@@ -110,19 +128,23 @@ type Delete = fn(
 /// One table retention trims, with its statements.
 struct Table {
     name: &'static str,
-    oldest: Oldest,
+    oldest: Edge,
+    newest: Edge,
     delete: Delete,
 }
 
 impl Table {
-    /// Deletes every row older than `cutoff`, batch by batch, then updates
-    /// the oldest-row gauge. Returns the rows removed.
+    /// Deletes every row older than `keep` (see [`cutoff`]), batch by
+    /// batch, then updates the oldest-row gauge. Returns the rows removed.
     async fn trim(
         &self,
         pool: &Pool,
         metrics: &Metrics,
-        cutoff: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        keep: Duration,
     ) -> Result<u64, RetentionError> {
+        let newest = blocking(pool, self.name, self.newest).await?;
+        let cutoff = cutoff(now, newest, keep);
         let oldest = self.oldest;
         let mut from = blocking(pool, self.name, oldest).await?;
         let mut removed = 0u64;
@@ -174,4 +196,36 @@ where
     .await
     .map_err(|_| RetentionError::Blocking { table })?
     .map_err(|source| RetentionError::Store { table, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("valid time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn ages_count_back_from_the_newest_row_or_the_clock_whichever_is_earlier() {
+        let day = Duration::from_secs(86_400);
+        let newest = Some(at("2025-12-01T00:00:00Z"));
+        // A clock a year ahead of the data keeps the data's last 30 days.
+        assert_eq!(
+            cutoff(at("2026-12-01T00:00:00Z"), newest, 30 * day),
+            Some(at("2025-11-01T00:00:00Z"))
+        );
+        // Rows stamped ahead of the clock do not move the cutoff forward.
+        assert_eq!(
+            cutoff(at("2025-11-02T00:00:00Z"), newest, day),
+            Some(at("2025-11-01T00:00:00Z"))
+        );
+        assert_eq!(cutoff(at("2025-11-02T00:00:00Z"), None, day), None);
+        assert_eq!(
+            cutoff(at("2025-11-02T00:00:00Z"), newest, Duration::MAX),
+            None
+        );
+    }
 }

@@ -88,6 +88,8 @@ pub struct Metrics {
     /// 1 while consumption is paused: uncommitted work hit its bound, or a
     /// batch waits for its streams' restore from Postgres.
     pub consumer_paused: IntGauge,
+    /// Retention passes, by outcome (`completed`, `failed`).
+    pub retention_passes: IntCounterVec,
     /// Rows deleted by retention, by table.
     pub retention_rows_removed: IntCounterVec,
     /// Age of the oldest row kept, by table (0 when the table is empty).
@@ -197,6 +199,13 @@ impl Metrics {
                 "streamstats_consumer_paused",
                 "1 while consumption waits for a checkpoint to commit or a restore from Postgres.",
             )),
+            retention_passes: must(IntCounterVec::new(
+                Opts::new(
+                    "streamstats_retention_passes_total",
+                    "Retention passes over both tables, by outcome.",
+                ),
+                &["outcome"],
+            )),
             retention_rows_removed: must(IntCounterVec::new(
                 Opts::new(
                     "streamstats_retention_rows_removed_total",
@@ -231,9 +240,13 @@ impl Metrics {
         registry.register(Box::new(m.checkpoint_rows.clone()))?;
         registry.register(Box::new(m.uncommitted_events.clone()))?;
         registry.register(Box::new(m.consumer_paused.clone()))?;
+        registry.register(Box::new(m.retention_passes.clone()))?;
         registry.register(Box::new(m.retention_rows_removed.clone()))?;
         registry.register(Box::new(m.retention_oldest_row_age.clone()))?;
         // Every label value exists from the start, so dashboards show zeros.
+        for outcome in ["completed", "failed"] {
+            m.retention_passes.with_label_values(&[outcome]);
+        }
         for reason in RejectReason::ALL {
             m.events_rejected.with_label_values(&[reason.as_str()]);
         }

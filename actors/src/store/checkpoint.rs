@@ -44,14 +44,7 @@ pub fn write_checkpoint(
             "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
              SET LOCAL enable_mergejoin = off",
         )?;
-        refresh_ownership(
-            conn,
-            &cp.group_id,
-            &cp.topic,
-            &cp.owner,
-            &cp.partitions,
-            now,
-        )?;
+        refresh_ownership(conn, &cp.group_id, &cp.topic, &cp.owner, &cp.partitions)?;
         write_rows(conn, &cp.rows, &cp.rows_stored, now, mode)?;
         write_states(conn, &cp.topic, &cp.streams, now, mode)?;
         write_increments(conn, &cp.increments, mode)?;

@@ -4,10 +4,16 @@
 //! checkpoint whose owner lost a row is refused. A claim and the read of
 //! the stored offsets and snapshots are one transaction, so the previous
 //! owner's last checkpoint is either in what is read or refused.
+//!
+//! Claims are timed by the database's clock alone (`now()` when written,
+//! `clock_timestamp()` when judged), so instances whose clocks disagree,
+//! one of them far ahead, still see each other's leases run out.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use diesel::dsl;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
+use diesel::sql_types::Timestamptz;
 
 use super::schema::{consumer_offsets as co, partition_owners as po};
 use super::state::{load_streams, open_streams};
@@ -52,7 +58,6 @@ pub(super) fn refresh_ownership(
     topic: &str,
     owner: &str,
     partitions: &[i32],
-    now: DateTime<Utc>,
 ) -> Result<()> {
     let refreshed: Vec<i32> = diesel::update(
         po::table
@@ -61,7 +66,7 @@ pub(super) fn refresh_ownership(
             .filter(po::partition.eq_any(partitions))
             .filter(po::owner.eq(owner)),
     )
-    .set(po::updated_at.eq(now))
+    .set(po::updated_at.eq(dsl::now))
     .returning(po::partition)
     .get_results(conn)?;
     if refreshed.len() == partitions.len() {
@@ -107,9 +112,20 @@ pub fn load_assignment(
     // READ COMMITTED on purpose: the claim may wait for the previous
     // owner's checkpoint to commit, and the reads after it must see it.
     conn.transaction(|conn| {
-        take_over(conn, group_id, topic, partitions, owner, Utc::now())?;
+        take_over(conn, group_id, topic, partitions, owner)?;
         load(conn, group_id, topic, partitions)
     })
+}
+
+/// Whether a claim refreshed `age` ago (by the database's clock) still
+/// holds. A claim stamped in the future (by an earlier version, which used
+/// its own clock, or before the database's clock was set back) counts as
+/// fresh up to one lease ahead, for clocks a little apart; one stamped
+/// further ahead has no age to judge and does not hold, or it could hold
+/// for ever. Fencing keeps a wrong take-over safe: the holder's next
+/// checkpoint is refused.
+fn claim_is_live(age: TimeDelta, lease: TimeDelta) -> bool {
+    age.abs() < lease
 }
 
 /// Claims `partitions` for `owner` unless another instance refreshed its
@@ -124,7 +140,6 @@ pub fn claim_leased(
     lease: TimeDelta,
 ) -> Result<Claim> {
     conn.transaction(|conn| {
-        let now = Utc::now();
         let holders: Vec<(String, DateTime<Utc>)> = po::table
             .filter(po::group_id.eq(group_id))
             .filter(po::topic.eq(topic))
@@ -132,17 +147,21 @@ pub fn claim_leased(
             .select((po::owner, po::updated_at))
             .for_update()
             .load(conn)?;
+        // Read after the rows (whose lock may have waited for a holder's
+        // checkpoint to commit): no claim read can be younger than this.
+        let db_now: DateTime<Utc> =
+            diesel::select(dsl::sql::<Timestamptz>("clock_timestamp()")).get_result(conn)?;
         let mine = instance_of(owner);
         let live_other = holders
             .into_iter()
             .filter(|(holder, _)| holder != owner && instance_of(holder) != mine)
-            .map(|(holder, at)| (holder, now - at))
-            .filter(|(_, age)| *age < lease)
+            .map(|(holder, at)| (holder, db_now - at))
+            .filter(|(_, age)| claim_is_live(*age, lease))
             .min_by_key(|(_, age)| *age);
         if let Some((owner, age)) = live_other {
             return Ok(Claim::Held { owner, age });
         }
-        take_over(conn, group_id, topic, partitions, owner, now)?;
+        take_over(conn, group_id, topic, partitions, owner)?;
         Ok(Claim::Claimed(load(conn, group_id, topic, partitions)?))
     })
 }
@@ -153,7 +172,6 @@ fn take_over(
     topic: &str,
     partitions: &[i32],
     owner: &str,
-    now: DateTime<Utc>,
 ) -> Result<()> {
     let rows: Vec<_> = partitions
         .iter()
@@ -164,7 +182,7 @@ fn take_over(
                 po::partition.eq(*p),
                 po::owner.eq(owner),
                 po::generation.eq(1i64),
-                po::updated_at.eq(now),
+                po::updated_at.eq(dsl::now),
             )
         })
         .collect();
@@ -207,6 +225,17 @@ fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_holds_for_its_lease_and_not_from_the_future() {
+        let lease = TimeDelta::seconds(10);
+        assert!(claim_is_live(TimeDelta::zero(), lease));
+        assert!(claim_is_live(TimeDelta::seconds(9), lease));
+        assert!(!claim_is_live(TimeDelta::seconds(10), lease));
+        assert!(claim_is_live(TimeDelta::seconds(-9), lease));
+        assert!(!claim_is_live(TimeDelta::seconds(-10), lease));
+        assert!(!claim_is_live(TimeDelta::days(-365), lease));
+    }
 
     #[test]
     fn owner_tokens_name_their_instance() {

@@ -4,7 +4,7 @@
 //! committing while a large history is trimmed.
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::min;
+use diesel::dsl::{max, min};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Timestamptz};
@@ -66,6 +66,16 @@ pub struct Batch {
 /// Start of the oldest window row kept.
 pub fn oldest_window(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
     Ok(smm::table.select(min(smm::window_start)).first(conn)?)
+}
+
+/// Start of the newest window row.
+pub fn newest_window(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
+    Ok(smm::table.select(max(smm::window_start)).first(conn)?)
+}
+
+/// Arrival time of the newest dead letter.
+pub fn newest_dead_letter(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
+    Ok(dl::table.select(max(dl::received_at)).first(conn)?)
 }
 
 /// Arrival time of the oldest dead letter kept.
