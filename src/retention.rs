@@ -4,10 +4,12 @@
 //! checkpoints keep committing while a long history is trimmed. A pass runs
 //! every `RETENTION_INTERVAL`, the first one interval after start.
 //!
-//! Ages are counted back from the newest row of each table, or from the
-//! wall clock if that is earlier: a clock far ahead (or set wrong) cannot
-//! make a pass delete a table's recent rows, and a backfill of old events
-//! into an otherwise empty table keeps its newest `RETENTION`.
+//! Ages are counted by the database's clock, never this process's: window
+//! rows back from the newest window (or the database's clock, if that is
+//! earlier), so a clock far ahead of the data deletes nothing recent and a
+//! backfill of old events into an empty table keeps its newest
+//! `RETENTION`; dead letters back from the database's clock, which stamps
+//! their arrival.
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +33,7 @@ pub struct RetentionConfig {
     /// Window rows whose minute started this long before the newest
     /// window (or before now, if earlier) are deleted.
     pub windows: Duration,
-    /// Dead letters received this long before the newest one (or before
-    /// now, if earlier) are deleted.
+    /// Dead letters received longer ago are deleted.
     pub dead_letters: Duration,
     /// Time between passes.
     pub interval: Duration,
@@ -79,21 +80,20 @@ pub fn start(pool: Pool, metrics: Metrics, cfg: RetentionConfig) {
 
 /// One pass over both tables.
 async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<(), RetentionError> {
-    let now = Utc::now();
     let windows = Table {
         name: "stream_metrics_minute",
         oldest: retention::oldest_window,
-        newest: retention::newest_window,
+        anchor: retention::window_anchor,
         delete: retention::delete_windows,
     };
     let letters = Table {
         name: "dead_letters",
         oldest: retention::oldest_dead_letter,
-        newest: retention::newest_dead_letter,
+        anchor: retention::dead_letter_anchor,
         delete: retention::delete_dead_letters,
     };
-    let removed_windows = windows.trim(pool, metrics, now, cfg.windows).await?;
-    let removed_letters = letters.trim(pool, metrics, now, cfg.dead_letters).await?;
+    let removed_windows = windows.trim(pool, metrics, cfg.windows).await?;
+    let removed_letters = letters.trim(pool, metrics, cfg.dead_letters).await?;
     if removed_windows + removed_letters > 0 {
         log::info!(
             "Retention removed {removed_windows} window rows and {removed_letters} dead letters."
@@ -102,22 +102,18 @@ async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<()
     Ok(())
 }
 
-/// `keep` before the earlier of `now` and the table's `newest` row, or
-/// `None` when the table is empty or that is before any time Postgres
-/// holds.
-fn cutoff(
-    now: DateTime<Utc>,
-    newest: Option<DateTime<Utc>>,
-    keep: Duration,
-) -> Option<DateTime<Utc>> {
-    let anchor = newest?.min(now);
+/// `keep` before `anchor`, or `None` when that is before any time
+/// Postgres holds.
+fn cutoff(anchor: DateTime<Utc>, keep: Duration) -> Option<DateTime<Utc>> {
     chrono::TimeDelta::from_std(keep)
         .ok()
         .and_then(|keep| anchor.checked_sub_signed(keep))
 }
 
-/// A table's oldest or newest row time.
-type Edge = fn(&mut diesel::PgConnection) -> store::Result<Option<DateTime<Utc>>>;
+/// A table's oldest row time.
+type Oldest = fn(&mut diesel::PgConnection) -> store::Result<Option<DateTime<Utc>>>;
+/// What a table's ages count back from.
+type Anchor = fn(&mut diesel::PgConnection) -> store::Result<DateTime<Utc>>;
 type Delete = fn(
     &mut diesel::PgConnection,
     DateTime<Utc>,
@@ -128,8 +124,8 @@ type Delete = fn(
 /// One table retention trims, with its statements.
 struct Table {
     name: &'static str,
-    oldest: Edge,
-    newest: Edge,
+    oldest: Oldest,
+    anchor: Anchor,
     delete: Delete,
 }
 
@@ -140,11 +136,10 @@ impl Table {
         &self,
         pool: &Pool,
         metrics: &Metrics,
-        now: DateTime<Utc>,
         keep: Duration,
     ) -> Result<u64, RetentionError> {
-        let newest = blocking(pool, self.name, self.newest).await?;
-        let cutoff = cutoff(now, newest, keep);
+        let anchor = blocking(pool, self.name, self.anchor).await?;
+        let cutoff = cutoff(anchor, keep);
         let oldest = self.oldest;
         let mut from = blocking(pool, self.name, oldest).await?;
         let mut removed = 0u64;
@@ -209,23 +204,12 @@ mod tests {
     }
 
     #[test]
-    fn ages_count_back_from_the_newest_row_or_the_clock_whichever_is_earlier() {
+    fn the_cutoff_is_keep_before_the_anchor_or_nothing() {
         let day = Duration::from_secs(86_400);
-        let newest = Some(at("2025-12-01T00:00:00Z"));
-        // A clock a year ahead of the data keeps the data's last 30 days.
         assert_eq!(
-            cutoff(at("2026-12-01T00:00:00Z"), newest, 30 * day),
+            cutoff(at("2025-12-01T00:00:00Z"), 30 * day),
             Some(at("2025-11-01T00:00:00Z"))
         );
-        // Rows stamped ahead of the clock do not move the cutoff forward.
-        assert_eq!(
-            cutoff(at("2025-11-02T00:00:00Z"), newest, day),
-            Some(at("2025-11-01T00:00:00Z"))
-        );
-        assert_eq!(cutoff(at("2025-11-02T00:00:00Z"), None, day), None);
-        assert_eq!(
-            cutoff(at("2025-11-02T00:00:00Z"), newest, Duration::MAX),
-            None
-        );
+        assert_eq!(cutoff(at("2025-12-01T00:00:00Z"), Duration::MAX), None);
     }
 }

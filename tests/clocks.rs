@@ -19,9 +19,11 @@ const DRAIN: Duration = Duration::from_secs(240);
 
 const COMPLETED_PASSES: &str = "streamstats_retention_passes_total{outcome=\"completed\"}";
 
-/// Window rows and a dead letter older than the scenario's newest rows by
-/// more than `RETENTION` (30d) and `DEAD_LETTER_RETENTION` (7d): retention
-/// must still delete these.
+/// Window rows older than the scenario's newest rows by more than
+/// `RETENTION` (30d), and a dead letter received 30 days ago by the
+/// database's clock (past `DEAD_LETTER_RETENTION`, 7d; the scenario's
+/// letters are stamped by that clock too, so they stay): retention must
+/// still delete these.
 const OLD_ROWS: &str = "
 INSERT INTO stream_metrics_minute (window_start, window_end, stream_id, active_viewers,
     chat_messages, donations_cents, events, chat_chars, donations, viewer_joins,

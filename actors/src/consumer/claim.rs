@@ -70,7 +70,7 @@ impl ConsumerActor {
                     log::info!(
                         "Standing by: {owner} holds the partitions of {} (refreshed {:.1}s ago); taking over if it stops for {:?}.",
                         cfg.topic,
-                        age.num_milliseconds() as f64 / 1000.0,
+                        age.num_milliseconds().max(0) as f64 / 1000.0,
                         cfg.owner_lease
                     );
                 }

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 
 use super::ownership::refresh_ownership;
-use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text};
 
 use super::schema::consumer_offsets as co;
 use super::state::write_increments;
@@ -48,7 +48,7 @@ pub fn write_checkpoint(
         write_rows(conn, &cp.rows, &cp.rows_stored, now, mode)?;
         write_states(conn, &cp.topic, &cp.streams, now, mode)?;
         write_increments(conn, &cp.increments, mode)?;
-        insert_dead_letters(conn, cp, now, mode)?;
+        insert_dead_letters(conn, cp, mode)?;
 
         let offsets: Vec<NewOffset<'_>> = cp
             .offsets
@@ -77,13 +77,10 @@ pub fn write_checkpoint(
 /// Inserts the checkpoint's dead letters in one statement, the values as
 /// column arrays expanded by `unnest` (a multi-row `VALUES` list of 2,000
 /// rows cost Postgres about 16 µs per row to parse and plan). A letter
-/// already stored (a replay after a crash) is left as it is.
-fn insert_dead_letters(
-    conn: &mut PgConnection,
-    cp: &Checkpoint,
-    now: DateTime<Utc>,
-    mode: WriteMode,
-) -> Result<()> {
+/// already stored (a replay after a crash) is left as it is. Letters are
+/// stamped `received_at` by the database's clock, which their retention
+/// counts by, whatever the clock of the instance that wrote them.
+fn insert_dead_letters(conn: &mut PgConnection, cp: &Checkpoint, mode: WriteMode) -> Result<()> {
     // A checkpoint's dead letters lie after the offsets the previous one
     // committed, so they are new: a plain insert, which costs Postgres
     // about a third less than a speculative one. Written again after an
@@ -95,11 +92,11 @@ fn insert_dead_letters(
     let sql = format!(
         "INSERT INTO dead_letters \
          (topic, partition, kafka_offset, reason, error, payload, kafka_key, received_at) \
-         SELECT t, p, o, r, e, b, k, $8 FROM unnest($1::text[], $2::int4[], $3::int8[], \
+         SELECT t, p, o, r, e, b, k, now() FROM unnest($1::text[], $2::int4[], $3::int8[], \
          $4::text[], $5::text[], $6::bytea[], $7::bytea[]) AS x(t, p, o, r, e, b, k){skip_stored}"
     );
     per_statement(&cp.dead_letters, |letters| {
-        insert_dead_letter_chunk(conn, cp, &sql, letters, now)
+        insert_dead_letter_chunk(conn, cp, &sql, letters)
     })?;
     Ok(())
 }
@@ -111,7 +108,6 @@ fn insert_dead_letter_chunk(
     cp: &Checkpoint,
     sql: &str,
     letters: &[DeadLetter],
-    now: DateTime<Utc>,
 ) -> Result<usize> {
     let n = letters.len();
     let (mut topics, mut partitions, mut offsets) = (
@@ -143,6 +139,5 @@ fn insert_dead_letter_chunk(
         .bind::<Array<Text>, _>(&errors)
         .bind::<Array<Bytea>, _>(&payloads)
         .bind::<Array<Nullable<Bytea>>, _>(&keys)
-        .bind::<Timestamptz, _>(now)
         .execute(conn)?)
 }

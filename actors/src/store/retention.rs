@@ -4,7 +4,7 @@
 //! committing while a large history is trimmed.
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::{max, min};
+use diesel::dsl::{min, sql};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Timestamptz};
@@ -68,14 +68,21 @@ pub fn oldest_window(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
     Ok(smm::table.select(min(smm::window_start)).first(conn)?)
 }
 
-/// Start of the newest window row.
-pub fn newest_window(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
-    Ok(smm::table.select(max(smm::window_start)).first(conn)?)
+/// [`window_anchor`]: the newest start is one probe of the primary key's
+/// end; `LEAST` ignores it when the table is empty.
+const WINDOW_ANCHOR: &str = "LEAST((SELECT max(window_start) FROM stream_metrics_minute), now())";
+
+/// What window rows' ages count back from: the start of the newest
+/// window, or the database's clock if that is earlier, so a clock far
+/// ahead of the data deletes nothing recent.
+pub fn window_anchor(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
+    Ok(diesel::select(sql::<Timestamptz>(WINDOW_ANCHOR)).get_result(conn)?)
 }
 
-/// Arrival time of the newest dead letter.
-pub fn newest_dead_letter(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
-    Ok(dl::table.select(max(dl::received_at)).first(conn)?)
+/// What dead letters' ages count back from: the database's clock, which
+/// stamps their `received_at`.
+pub fn dead_letter_anchor(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
+    Ok(diesel::select(sql::<Timestamptz>("now()")).get_result(conn)?)
 }
 
 /// Arrival time of the oldest dead letter kept.
