@@ -136,7 +136,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_UNCOMMITTED_EVENTS", value_name = "MAX_UNCOMMITTED_EVENTS",
           default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub max_uncommitted_events: u64,
-    /// Window rows whose minute started longer ago than this are deleted.
+    /// Window rows whose minute started this long before the newest window
+    /// (or before now, if earlier) are deleted.
     #[arg(long, env = "RETENTION", value_name = "RETENTION", default_value = "30d",
           value_parser = parse_positive_duration)]
     pub retention: Duration,
