@@ -4,12 +4,13 @@
 //! checkpoints keep committing while a long history is trimmed. A pass runs
 //! every `RETENTION_INTERVAL`, the first one interval after start.
 //!
-//! Ages are counted by the database's clock, never this process's: window
-//! rows back from the newest window (or the database's clock, if that is
-//! earlier), so a clock far ahead of the data deletes nothing recent and a
-//! backfill of old events into an empty table keeps its newest
-//! `RETENTION`; dead letters back from the database's clock, which stamps
-//! their arrival.
+//! Cutoffs are counted by the database's clock, never this process's:
+//! window rows back from the newest window (or the database's clock, if
+//! that is earlier), so a clock far ahead of the data deletes nothing
+//! recent and a backfill of old events into an empty table keeps its
+//! newest `RETENTION`; dead letters back from the database's clock, which
+//! stamps their arrival. (The oldest-row gauge is this process's clock
+//! minus the oldest row kept.)
 
 use std::time::{Duration, Instant};
 
