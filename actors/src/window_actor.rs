@@ -8,13 +8,13 @@
 //! the pipeline rolls back to the last committed checkpoint.
 
 use actix::{Actor, ActorContext, Context, Handler, Recipient};
-use chrono::TimeDelta;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 use crate::checkpoint::{BarrierError, DeadLetter};
-use crate::event::RejectReason;
+use crate::event::{Event, RejectReason};
 use crate::messages::{Barrier, BarrierReply, EventBatch, WindowFailed};
 use crate::supervise::{catch, ActorKind, Faults};
-use crate::window::{Applied, StreamWindows};
+use crate::window::{minute_of, Applied, StreamWindows};
 
 /// The actor owning one stream's [`StreamWindows`].
 pub struct WindowActor {
@@ -104,6 +104,19 @@ impl Actor for WindowActor {
     type Context = Context<Self>;
 }
 
+/// The dead letter's sentence for a late event: its time, its window and
+/// the stream's watermark, all in RFC 3339.
+fn late_error(event: &Event, watermark: Option<DateTime<Utc>>) -> String {
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let watermark = watermark.map_or_else(|| "none".to_owned(), time);
+    format!(
+        "event at {} is in the window starting {}, already final for stream {} (watermark {watermark})",
+        time(event.ts),
+        time(minute_of(event.ts)),
+        event.stream_id,
+    )
+}
+
 impl Handler<EventBatch> for WindowActor {
     type Result = ();
 
@@ -120,12 +133,7 @@ impl Handler<EventBatch> for WindowActor {
                         partition: env.partition,
                         offset: env.offset,
                         reason: RejectReason::Late,
-                        error: format!(
-                            "window of {} is final for stream {} (watermark {:?})",
-                            env.event.ts,
-                            env.event.stream_id,
-                            self.model.watermark()
-                        ),
+                        error: late_error(&env.event, self.model.watermark()),
                         payload: batch.batch.payload(&env.payload).to_vec(),
                         key: env.keyed.then(|| env.event.stream_id.as_bytes().to_vec()),
                     });
@@ -160,9 +168,7 @@ impl Handler<Barrier> for WindowActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
     use crate::messages::{Envelope, PollBatch};
-    use chrono::{DateTime, Utc};
 
     struct Sink;
     impl Actor for Sink {
@@ -274,5 +280,18 @@ mod tests {
         );
         assert_eq!(reply.changes.watermark, Some(wm));
         assert_eq!(reply.watermark, Some(wm));
+    }
+
+    #[test]
+    fn a_late_event_is_described_by_its_time_its_window_and_the_watermark() {
+        let event = envelope(0).event;
+        let watermark = DateTime::parse_from_rfc3339("2026-01-01T00:05:00Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        assert_eq!(
+            late_error(&event, Some(watermark)),
+            "event at 2025-12-31T23:59:00Z is in the window starting 2025-12-31T23:59:00Z, \
+             already final for stream s (watermark 2026-01-01T00:05:00Z)"
+        );
     }
 }
