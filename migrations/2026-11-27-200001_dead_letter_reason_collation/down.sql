@@ -1,0 +1,1 @@
+ALTER TABLE dead_letters ALTER COLUMN reason TYPE TEXT COLLATE "default";
