@@ -9,7 +9,8 @@
 //! that is earlier), so a clock far ahead of the data deletes nothing
 //! recent and a backfill of old events into an empty table keeps its
 //! newest `RETENTION`; dead letters back from the database's clock, which
-//! stamps their arrival. (The oldest-row gauge is this process's clock
+//! stamps their arrival. Window rows are walked by start, dead letters by
+//! id (their arrival order). (The oldest-row gauge is this process's clock
 //! minus the oldest row kept.)
 
 use std::time::{Duration, Instant};
@@ -85,12 +86,14 @@ async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<()
         name: "stream_metrics_minute",
         oldest: retention::oldest_window,
         anchor: retention::window_anchor,
+        start: retention::oldest_window,
         delete: retention::delete_windows,
     };
     let letters = Table {
         name: "dead_letters",
         oldest: retention::oldest_dead_letter,
         anchor: retention::dead_letter_anchor,
+        start: retention::first_dead_letter,
         delete: retention::delete_dead_letters,
     };
     let removed_windows = windows.trim(pool, metrics, cfg.windows).await?;
@@ -115,22 +118,23 @@ fn cutoff(anchor: DateTime<Utc>, keep: Duration) -> Option<DateTime<Utc>> {
 type Oldest = fn(&mut diesel::PgConnection) -> store::Result<Option<DateTime<Utc>>>;
 /// What a table's ages count back from.
 type Anchor = fn(&mut diesel::PgConnection) -> store::Result<DateTime<Utc>>;
-type Delete = fn(
-    &mut diesel::PgConnection,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    i64,
-) -> store::Result<retention::Batch>;
+/// Where a pass over a table starts (`None`: nothing to look at).
+type Start<C> = fn(&mut diesel::PgConnection) -> store::Result<Option<C>>;
+/// One batch from a cursor, with a cutoff and a row limit.
+type Delete<C> =
+    fn(&mut diesel::PgConnection, C, DateTime<Utc>, i64) -> store::Result<retention::Step<C>>;
 
-/// One table retention trims, with its statements.
-struct Table {
+/// One table retention trims, with its statements. `C` is the cursor its
+/// batches advance: a window start, or a dead letter's id.
+struct Table<C> {
     name: &'static str,
     oldest: Oldest,
     anchor: Anchor,
-    delete: Delete,
+    start: Start<C>,
+    delete: Delete<C>,
 }
 
-impl Table {
+impl<C: Copy + Send + 'static> Table<C> {
     /// Deletes every row older than `keep` (see [`cutoff`]), batch by
     /// batch, then updates the oldest-row gauge. Returns the rows removed.
     async fn trim(
@@ -141,32 +145,25 @@ impl Table {
     ) -> Result<u64, RetentionError> {
         let anchor = blocking(pool, self.name, self.anchor).await?;
         let cutoff = cutoff(anchor, keep);
-        let oldest = self.oldest;
-        let mut from = blocking(pool, self.name, oldest).await?;
+        let mut cursor = blocking(pool, self.name, self.start).await?;
         let mut removed = 0u64;
-        while let (Some(start), Some(cutoff)) = (from, cutoff) {
-            if start >= cutoff {
-                break;
-            }
+        while let (Some(at), Some(cutoff)) = (cursor, cutoff) {
             let delete = self.delete;
             let began = Instant::now();
-            let batch = blocking(pool, self.name, move |conn| {
-                delete(conn, start, cutoff, BATCH)
-            })
-            .await?;
-            let n = u64::try_from(batch.removed).unwrap_or(0);
+            let step =
+                blocking(pool, self.name, move |conn| delete(conn, at, cutoff, BATCH)).await?;
+            let n = u64::try_from(step.removed).unwrap_or(0);
             removed += n;
             metrics
                 .retention_rows_removed
                 .with_label_values(&[self.name])
                 .inc_by(n);
-            if batch.removed < BATCH {
-                break;
+            cursor = step.next;
+            if cursor.is_some() {
+                actix_rt::time::sleep((began.elapsed() * 2).clamp(MIN_PAUSE, MAX_PAUSE)).await;
             }
-            from = batch.last;
-            actix_rt::time::sleep((began.elapsed() * 2).clamp(MIN_PAUSE, MAX_PAUSE)).await;
         }
-        let oldest = blocking(pool, self.name, oldest).await?;
+        let oldest = blocking(pool, self.name, self.oldest).await?;
         let age = oldest.map_or(0.0, |t| {
             (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
         });

@@ -284,3 +284,86 @@ fn a_checkpoint_larger_than_one_statement_is_written_whole_or_not_at_all() {
         n as i64
     );
 }
+
+/// Ids of the dead letters left, in order.
+fn letter_ids(conn: &mut PgConnection) -> Vec<i64> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    diesel::sql_query("SELECT id FROM dead_letters ORDER BY id")
+        .load::<Id>(conn)
+        .expect("ids")
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+#[test]
+fn dead_letter_retention_walks_ids_and_stops_at_the_first_letter_too_young_to_go() {
+    use store::retention::{delete_dead_letters, first_dead_letter, oldest_dead_letter, Step};
+    let (_pg, mut conn) = migrated_database("letter_retention");
+    // Ids 1-5 two days old, 6 young (stamped by a clock that was later
+    // set back), 7-8 two days old, 9 young.
+    diesel::sql_query(
+        "INSERT INTO dead_letters (topic, partition, kafka_offset, reason, error, payload, received_at)
+         SELECT 't', 0, o, 'late', 'test', '\\x00',
+                CASE WHEN o IN (6, 9) THEN now() ELSE now() - interval '2 days' END
+         FROM generate_series(1, 9) AS o ORDER BY o",
+    )
+    .execute(&mut conn)
+    .expect("letters");
+    let cutoff = Utc::now() - chrono::TimeDelta::days(1);
+    let oldest = oldest_dead_letter(&mut conn)
+        .expect("oldest")
+        .expect("a letter");
+    assert!(oldest < cutoff, "the first letter by id is the oldest");
+
+    let start = first_dead_letter(&mut conn)
+        .expect("start")
+        .expect("a cursor");
+    let first = delete_dead_letters(&mut conn, start, cutoff, 3).expect("batch");
+    assert_eq!(
+        first,
+        Step {
+            removed: 3,
+            next: Some(3)
+        }
+    );
+    assert_eq!(letter_ids(&mut conn), [4, 5, 6, 7, 8, 9]);
+
+    // The next batch meets the young letter: the old ones beside it go,
+    // and the pass ends there.
+    let second = delete_dead_letters(&mut conn, 3, cutoff, 3).expect("batch");
+    assert_eq!(
+        second,
+        Step {
+            removed: 2,
+            next: None
+        }
+    );
+    assert_eq!(letter_ids(&mut conn), [6, 7, 8, 9]);
+
+    // Once nothing young stands in the way (here: a later cutoff), the
+    // walk goes on to the end of the table, which also ends the pass.
+    let later = Utc::now() + chrono::TimeDelta::days(1);
+    let third = delete_dead_letters(&mut conn, 0, later, 3).expect("batch");
+    assert_eq!(
+        third,
+        Step {
+            removed: 3,
+            next: Some(8)
+        }
+    );
+    let last = delete_dead_letters(&mut conn, 8, later, 3).expect("batch");
+    assert_eq!(
+        last,
+        Step {
+            removed: 1,
+            next: None
+        }
+    );
+    assert!(letter_ids(&mut conn).is_empty());
+    assert_eq!(oldest_dead_letter(&mut conn).expect("oldest"), None);
+}

@@ -39,28 +39,64 @@ forgotten AS (
     WHERE ss.stream_id = g.stream_id AND ss.latest_window_start = g.window_start)
 SELECT count(*)::bigint AS removed, max(window_start) AS last FROM gone";
 
-/// One batch of dead letters by `received_at`, like [`DELETE_WINDOWS`].
+/// One batch of dead letters: the `$3` first by id after id `$1`, and of
+/// those the ones received before `$2` deleted (by tuple id). Letters are
+/// stamped by the database's clock as they are inserted, so id order is
+/// arrival order and the old letters are a prefix of the ids: a pass walks
+/// the primary key from the start and stops at the first letter too young
+/// to go. (A database clock set back would leave letters stamped before
+/// the change ahead of older ones; those older ones then wait until the
+/// younger ones age out, by as long as the clock was set back.) No index
+/// on `received_at` is needed, which saves every dead letter an index
+/// entry at insert.
 const DELETE_DEAD_LETTERS: &str = "
-WITH gone AS (
+WITH batch AS MATERIALIZED (
+    SELECT ctid, id, received_at < $2 AS old FROM dead_letters
+    WHERE id > $1
+    ORDER BY id
+    LIMIT $3),
+gone AS (
     DELETE FROM dead_letters
-    WHERE ctid = ANY(ARRAY(
-            SELECT ctid FROM dead_letters
-            WHERE received_at >= $1 AND received_at < $2
-            ORDER BY received_at
-            LIMIT $3))
+    WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch WHERE old))
       AND received_at < $2
-    RETURNING received_at)
-SELECT count(*)::bigint AS removed, max(received_at) AS last FROM gone";
+    RETURNING id)
+SELECT (SELECT count(*) FROM gone)::bigint AS removed,
+       (SELECT count(*) FROM batch WHERE NOT old)::bigint AS kept,
+       (SELECT max(id) FROM batch) AS last";
 
-/// What one batch removed.
+/// What one batch of window rows removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
-pub struct Batch {
+struct WindowBatch {
     /// Rows deleted.
     #[diesel(sql_type = BigInt)]
-    pub removed: i64,
-    /// The newest time among them; the next batch starts there.
+    removed: i64,
+    /// The newest window start among them; the next batch starts there.
     #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub last: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+}
+
+/// What one batch of dead letters found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+struct LetterBatch {
+    /// Letters deleted.
+    #[diesel(sql_type = BigInt)]
+    removed: i64,
+    /// Letters of the batch too young to go.
+    #[diesel(sql_type = BigInt)]
+    kept: i64,
+    /// The highest id the batch looked at.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last: Option<i64>,
+}
+
+/// What one batch did: rows removed, and where the next batch of the
+/// same pass starts (`None`: the pass is done with the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step<C> {
+    /// Rows deleted.
+    pub removed: i64,
+    /// The next batch's cursor.
+    pub next: Option<C>,
 }
 
 /// Start of the oldest window row kept.
@@ -85,35 +121,58 @@ pub fn dead_letter_anchor(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
     Ok(diesel::select(sql::<Timestamptz>("now()")).get_result(conn)?)
 }
 
-/// Arrival time of the oldest dead letter kept.
+/// Arrival time of the oldest dead letter kept: the first by id (see
+/// [`DELETE_DEAD_LETTERS`]).
 pub fn oldest_dead_letter(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
-    Ok(dl::table.select(min(dl::received_at)).first(conn)?)
+    Ok(dl::table
+        .select(dl::received_at)
+        .order(dl::id)
+        .first(conn)
+        .optional()?)
 }
 
-/// Deletes at most `limit` window rows with `from <= window_start < cutoff`.
+/// Deletes at most `limit` window rows with `from <= window_start <
+/// cutoff`; the next batch starts at the newest of them, unless fewer than
+/// `limit` were left.
 pub fn delete_windows(
     conn: &mut PgConnection,
     from: DateTime<Utc>,
     cutoff: DateTime<Utc>,
     limit: i64,
-) -> Result<Batch> {
-    Ok(diesel::sql_query(DELETE_WINDOWS)
+) -> Result<Step<DateTime<Utc>>> {
+    let batch: WindowBatch = diesel::sql_query(DELETE_WINDOWS)
         .bind::<Timestamptz, _>(from)
         .bind::<Timestamptz, _>(cutoff)
         .bind::<BigInt, _>(limit)
-        .get_result(conn)?)
+        .get_result(conn)?;
+    Ok(Step {
+        removed: batch.removed,
+        next: batch.last.filter(|_| batch.removed >= limit),
+    })
 }
 
-/// Deletes at most `limit` dead letters with `from <= received_at < cutoff`.
+/// Where a pass over dead letters starts: before the first id.
+pub fn first_dead_letter(_: &mut PgConnection) -> Result<Option<i64>> {
+    Ok(Some(0))
+}
+
+/// Looks at the `limit` dead letters after id `after` and deletes those
+/// received before `cutoff`; the next batch follows them, unless one of
+/// them was too young to go or the table ended.
 pub fn delete_dead_letters(
     conn: &mut PgConnection,
-    from: DateTime<Utc>,
+    after: i64,
     cutoff: DateTime<Utc>,
     limit: i64,
-) -> Result<Batch> {
-    Ok(diesel::sql_query(DELETE_DEAD_LETTERS)
-        .bind::<Timestamptz, _>(from)
+) -> Result<Step<i64>> {
+    let batch: LetterBatch = diesel::sql_query(DELETE_DEAD_LETTERS)
+        .bind::<BigInt, _>(after)
         .bind::<Timestamptz, _>(cutoff)
         .bind::<BigInt, _>(limit)
-        .get_result(conn)?)
+        .get_result(conn)?;
+    let whole_batch_old = batch.kept == 0 && batch.removed >= limit;
+    Ok(Step {
+        removed: batch.removed,
+        next: batch.last.filter(|_| whole_batch_old),
+    })
 }
