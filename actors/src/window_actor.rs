@@ -104,14 +104,14 @@ impl Actor for WindowActor {
     type Context = Context<Self>;
 }
 
-/// The dead letter's sentence for a late event: its time, its window and
-/// the stream's watermark, all in RFC 3339.
+/// The dead letter's sentence for a late event: its window and the
+/// stream's watermark, in RFC 3339 (the event's own time is in the
+/// payload beside it).
 fn late_error(event: &Event, watermark: Option<DateTime<Utc>>) -> String {
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     let watermark = watermark.map_or_else(|| "none".to_owned(), time);
     format!(
-        "event at {} is in the window starting {}, already final for stream {} (watermark {watermark})",
-        time(event.ts),
+        "the window starting {} is final for stream {} (watermark {watermark})",
         time(minute_of(event.ts)),
         event.stream_id,
     )
@@ -290,8 +290,8 @@ mod tests {
             .with_timezone(&Utc);
         assert_eq!(
             late_error(&event, Some(watermark)),
-            "event at 2025-12-31T23:59:00Z is in the window starting 2025-12-31T23:59:00Z, \
-             already final for stream s (watermark 2026-01-01T00:05:00Z)"
+            "the window starting 2025-12-31T23:59:00Z is final for stream s \
+             (watermark 2026-01-01T00:05:00Z)"
         );
     }
 }
