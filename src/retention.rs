@@ -86,14 +86,14 @@ async fn pass(pool: &Pool, metrics: &Metrics, cfg: RetentionConfig) -> Result<()
         name: "stream_metrics_minute",
         oldest: retention::oldest_window,
         anchor: retention::window_anchor,
-        start: retention::oldest_window,
+        start: |oldest| oldest,
         delete: retention::delete_windows,
     };
     let letters = Table {
         name: "dead_letters",
         oldest: retention::oldest_dead_letter,
         anchor: retention::dead_letter_anchor,
-        start: retention::first_dead_letter,
+        start: |_| 0,
         delete: retention::delete_dead_letters,
     };
     let removed_windows = windows.trim(pool, metrics, cfg.windows).await?;
@@ -118,8 +118,8 @@ fn cutoff(anchor: DateTime<Utc>, keep: Duration) -> Option<DateTime<Utc>> {
 type Oldest = fn(&mut diesel::PgConnection) -> store::Result<Option<DateTime<Utc>>>;
 /// What a table's ages count back from.
 type Anchor = fn(&mut diesel::PgConnection) -> store::Result<DateTime<Utc>>;
-/// Where a pass over a table starts (`None`: nothing to look at).
-type Start<C> = fn(&mut diesel::PgConnection) -> store::Result<Option<C>>;
+/// Where a pass over a table starts, given its oldest row's time.
+type Start<C> = fn(DateTime<Utc>) -> C;
 /// One batch from a cursor, with a cutoff and a row limit.
 type Delete<C> =
     fn(&mut diesel::PgConnection, C, DateTime<Utc>, i64) -> store::Result<retention::Step<C>>;
@@ -127,10 +127,16 @@ type Delete<C> =
 /// One table retention trims, with its statements. `C` is the cursor its
 /// batches advance: a window start, or a dead letter's id.
 struct Table<C> {
+    /// The table's name, as metric labels give it.
     name: &'static str,
+    /// Its oldest row's time, for the gauge and to skip a pass with
+    /// nothing old enough.
     oldest: Oldest,
+    /// What its rows' ages count back from.
     anchor: Anchor,
+    /// The first batch's cursor.
     start: Start<C>,
+    /// One batch.
     delete: Delete<C>,
 }
 
@@ -145,7 +151,11 @@ impl<C: Copy + Send + 'static> Table<C> {
     ) -> Result<u64, RetentionError> {
         let anchor = blocking(pool, self.name, self.anchor).await?;
         let cutoff = cutoff(anchor, keep);
-        let mut cursor = blocking(pool, self.name, self.start).await?;
+        let mut oldest = blocking(pool, self.name, self.oldest).await?;
+        let mut cursor = match (oldest, cutoff) {
+            (Some(first), Some(cutoff)) if first < cutoff => Some((self.start)(first)),
+            _ => None,
+        };
         let mut removed = 0u64;
         while let (Some(at), Some(cutoff)) = (cursor, cutoff) {
             let delete = self.delete;
@@ -163,7 +173,9 @@ impl<C: Copy + Send + 'static> Table<C> {
                 actix_rt::time::sleep((began.elapsed() * 2).clamp(MIN_PAUSE, MAX_PAUSE)).await;
             }
         }
-        let oldest = blocking(pool, self.name, self.oldest).await?;
+        if removed > 0 {
+            oldest = blocking(pool, self.name, self.oldest).await?;
+        }
         let age = oldest.map_or(0.0, |t| {
             (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
         });

@@ -41,14 +41,16 @@ SELECT count(*)::bigint AS removed, max(window_start) AS last FROM gone";
 
 /// One batch of dead letters: the `$3` first by id after id `$1`, and of
 /// those the ones received before `$2` deleted (by tuple id). Letters are
-/// stamped by the database's clock as they are inserted, so id order is
-/// arrival order and the old letters are a prefix of the ids: a pass walks
-/// the primary key from the start and stops at the first letter too young
-/// to go. (A database clock set back would leave letters stamped before
-/// the change ahead of older ones; those older ones then wait until the
-/// younger ones age out, by as long as the clock was set back.) No index
-/// on `received_at` is needed, which saves every dead letter an index
-/// entry at insert.
+/// stamped by the database's clock (`now()`, their transaction's start)
+/// as they are inserted, so id order is arrival order to within one
+/// checkpoint transaction's length, and the old letters are a prefix of
+/// the ids: a pass walks the primary key from the start and stops at the
+/// first letter too young to go. A letter that transactions running side
+/// by side left behind a younger one waits for the next pass. (A database
+/// clock set back would leave letters stamped before the change ahead of
+/// older ones; those then wait until the younger ones age out, by as long
+/// as the clock was set back.) No index on `received_at` is needed, which
+/// saves every dead letter an index entry at insert.
 const DELETE_DEAD_LETTERS: &str = "
 WITH batch AS MATERIALIZED (
     SELECT ctid, id, received_at < $2 AS old FROM dead_letters
@@ -121,8 +123,8 @@ pub fn dead_letter_anchor(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
     Ok(diesel::select(sql::<Timestamptz>("now()")).get_result(conn)?)
 }
 
-/// Arrival time of the oldest dead letter kept: the first by id (see
-/// [`DELETE_DEAD_LETTERS`]).
+/// Arrival time of the oldest dead letter kept, as retention sees it: that
+/// of the first by id (see [`DELETE_DEAD_LETTERS`]).
 pub fn oldest_dead_letter(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>> {
     Ok(dl::table
         .select(dl::received_at)
@@ -149,11 +151,6 @@ pub fn delete_windows(
         removed: batch.removed,
         next: batch.last.filter(|_| batch.removed >= limit),
     })
-}
-
-/// Where a pass over dead letters starts: before the first id.
-pub fn first_dead_letter(_: &mut PgConnection) -> Result<Option<i64>> {
-    Ok(Some(0))
 }
 
 /// Looks at the `limit` dead letters after id `after` and deletes those
