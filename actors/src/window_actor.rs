@@ -283,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_event_is_described_by_its_time_its_window_and_the_watermark() {
+    fn a_late_event_is_described_by_its_window_and_the_watermark() {
         let event = envelope(0).event;
         let watermark = DateTime::parse_from_rfc3339("2026-01-01T00:05:00Z")
             .expect("valid")
