@@ -74,8 +74,9 @@ pub fn write_checkpoint(
     })
 }
 
-/// Inserts the checkpoint's dead letters in one statement, the values as
-/// column arrays expanded by `unnest` (a multi-row `VALUES` list of 2,000
+/// Inserts the checkpoint's dead letters, a statement per
+/// [`per_statement`] slice, the values as column arrays expanded by
+/// `unnest` (a multi-row `VALUES` list of 2,000
 /// rows cost Postgres about 16 µs per row to parse and plan). A letter
 /// already stored (a replay after a crash) is left as it is. Letters are
 /// stamped `received_at` by the database's clock, which their retention
