@@ -83,14 +83,17 @@ pub(super) fn write_rows(
 ) -> Result<()> {
     match mode {
         WriteMode::Upsert => {
-            let all: Vec<&WindowRow> = rows.iter().collect();
+            let mut all: Vec<&WindowRow> = rows.iter().collect();
+            in_key_order(&mut all);
             let sql = format!(
                 "{INSERT_ROWS}{ROWS} ON CONFLICT (window_start, stream_id) DO UPDATE SET {ROW_UPDATES}"
             );
             bind_rows(conn, &sql, &all, now)?;
         }
         WriteMode::AsTracked => {
-            let (old, new) = split(rows, stored);
+            let (mut old, mut new) = split(rows, stored);
+            in_key_order(&mut old);
+            in_key_order(&mut new);
             bind_rows(conn, &format!("{INSERT_ROWS}{ROWS}"), &new, now)?;
             let sql =
                 format!("{UPDATE_ROWS}{ROWS} WHERE m.window_start = t.w AND m.stream_id = t.s");
@@ -112,7 +115,8 @@ pub(super) fn write_states(
 ) -> Result<()> {
     match mode {
         WriteMode::Upsert => {
-            let all: Vec<&StreamRecord> = streams.iter().collect();
+            let mut all: Vec<&StreamRecord> = streams.iter().collect();
+            all.sort_unstable_by(|a, b| a.state.stream_id.cmp(&b.state.stream_id));
             let sql = format!(
                 "{INSERT_STATES}{STATES} ON CONFLICT (stream_id) DO UPDATE SET \
                  is_live = excluded.is_live, active_viewers = excluded.active_viewers, \
@@ -125,8 +129,10 @@ pub(super) fn write_states(
             bind_states(conn, &sql, topic, &all, now)?;
         }
         WriteMode::AsTracked => {
-            let (old, new): (Vec<&StreamRecord>, Vec<&StreamRecord>) =
+            let (mut old, mut new): (Vec<&StreamRecord>, Vec<&StreamRecord>) =
                 streams.iter().partition(|s| s.stored);
+            old.sort_unstable_by(|a, b| a.state.stream_id.cmp(&b.state.stream_id));
+            new.sort_unstable_by(|a, b| a.state.stream_id.cmp(&b.state.stream_id));
             bind_states(conn, &format!("{INSERT_STATES}{STATES}"), topic, &new, now)?;
             let sql = format!("{UPDATE_STATES}{STATES} WHERE ss.stream_id = t.s");
             let updated = bind_states(conn, &sql, topic, &old, now)?;
@@ -134,6 +140,16 @@ pub(super) fn write_states(
         }
     }
     Ok(())
+}
+
+/// Sorts `rows` by the primary key, `(window_start, stream_id)`: new
+/// rows then go to the right end of that index and to neighbouring heap
+/// pages, and rewrites visit the index and the heap in the order in which
+/// they were written, instead of a random page per row.
+fn in_key_order(rows: &mut [&WindowRow]) {
+    rows.sort_unstable_by(|a, b| {
+        (a.window_start, &a.stream_id).cmp(&(b.window_start, &b.stream_id))
+    });
 }
 
 /// `rows` as (stored, new) by their `stored` flags; a row without a flag
