@@ -285,6 +285,69 @@ fn a_checkpoint_larger_than_one_statement_is_written_whole_or_not_at_all() {
     );
 }
 
+/// `offsets` dead letters of `partition`.
+fn letters(partition: i32, offsets: std::ops::Range<i64>) -> Vec<DeadLetter> {
+    offsets
+        .map(|offset| DeadLetter {
+            partition,
+            offset,
+            reason: RejectReason::InvalidJson,
+            error: "not JSON".to_owned(),
+            payload: b"{".to_vec(),
+            key: None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_written_again_after_its_commit_adds_no_dead_letter() {
+    let (_pg, mut conn) = migrated_database("again");
+    let now = Utc::now();
+    let all = "SELECT count(*) AS n FROM dead_letters";
+    let of_partition =
+        |p: i32| format!("SELECT count(*) AS n FROM dead_letters WHERE partition = {p}");
+
+    // Letters of two partitions, below the offsets the checkpoint commits.
+    let mut first = one_row_checkpoint(1, false, false);
+    first.offsets = [(0, 10), (1, 5)].into_iter().collect();
+    first.dead_letters = [letters(0, 3..8), letters(1, 2..4)].concat();
+    store::write_checkpoint(&mut conn, &first, now, WriteMode::AsTracked).expect("first");
+    assert_eq!(count(&mut conn, all), 7);
+
+    // Its first commit's outcome was unknown, so it is written again: the
+    // row's insert is refused, and the upserts skip the stored letters.
+    let err = store::write_checkpoint(&mut conn, &first, now, WriteMode::AsTracked)
+        .expect_err("a second insert of the row");
+    assert!(matches!(err, StoreError::Query(_)), "{err}");
+    store::write_checkpoint(&mut conn, &first, now, WriteMode::Upsert).expect("upserts");
+    assert_eq!(count(&mut conn, all), 7);
+
+    // A checkpoint of letters alone, written twice as tracked: nothing in
+    // it meets a key, and still each letter is stored once.
+    let letters_only = Checkpoint {
+        group_id: "g".to_owned(),
+        topic: "t".to_owned(),
+        offsets: [(0, 20)].into_iter().collect(),
+        dead_letters: letters(0, 10..13),
+        ..Checkpoint::default()
+    };
+    for _ in 0..2 {
+        store::write_checkpoint(&mut conn, &letters_only, now, WriteMode::AsTracked)
+            .expect("letters");
+    }
+    assert_eq!(count(&mut conn, &of_partition(0)), 8);
+    assert_eq!(count(&mut conn, &of_partition(1)), 2);
+
+    // Another group's offsets say nothing about this one's letters.
+    let other_group = Checkpoint {
+        group_id: "h".to_owned(),
+        ..letters_only.clone()
+    };
+    store::write_checkpoint(&mut conn, &other_group, now, WriteMode::AsTracked)
+        .expect("another group");
+    assert_eq!(count(&mut conn, &of_partition(0)), 11);
+}
+
 /// Ids of the dead letters left, in order.
 fn letter_ids(conn: &mut PgConnection) -> Vec<i64> {
     #[derive(QueryableByName)]

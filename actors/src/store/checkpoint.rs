@@ -48,7 +48,7 @@ pub fn write_checkpoint(
         write_rows(conn, &cp.rows, &cp.rows_stored, now, mode)?;
         write_states(conn, &cp.topic, &cp.streams, now, mode)?;
         write_increments(conn, &cp.increments, mode)?;
-        insert_dead_letters(conn, cp, mode)?;
+        insert_dead_letters(conn, cp)?;
 
         let offsets: Vec<NewOffset<'_>> = cp
             .offsets
@@ -74,41 +74,53 @@ pub fn write_checkpoint(
     })
 }
 
-/// Inserts the checkpoint's dead letters, a statement per
-/// [`per_statement`] slice, the values as column arrays expanded by
-/// `unnest` (a multi-row `VALUES` list of 2,000
-/// rows cost Postgres about 16 µs per row to parse and plan). A letter
-/// already stored (a replay after a crash) is left as it is. Letters are
-/// stamped `received_at` by the database's clock, which their retention
-/// counts by, whatever the clock of the instance that wrote them.
-fn insert_dead_letters(conn: &mut PgConnection, cp: &Checkpoint, mode: WriteMode) -> Result<()> {
-    // A checkpoint's dead letters lie after the offsets the previous one
-    // committed, so they are new: a plain insert, which costs Postgres
-    // about a third less than a speculative one. Written again after an
-    // unknown outcome, they are skipped instead.
-    let skip_stored = match mode {
-        WriteMode::AsTracked => "",
-        WriteMode::Upsert => " ON CONFLICT (topic, partition, kafka_offset) DO NOTHING",
+/// Inserts the checkpoint's dead letters that are not stored yet, a
+/// statement per [`per_statement`] slice, the values as column arrays
+/// expanded by `unnest` (a multi-row `VALUES` list of 2,000 rows cost
+/// Postgres about 16 µs per row to parse and plan). Letters are stamped
+/// `received_at` by the database's clock, which their retention counts
+/// by, whatever the clock of the instance that wrote them.
+fn insert_dead_letters(conn: &mut PgConnection, cp: &Checkpoint) -> Result<()> {
+    if cp.dead_letters.is_empty() {
+        return Ok(());
+    }
+    // A letter lies at or after the offset its partition had committed
+    // when it was read. One below the stored offset was therefore
+    // committed by an earlier attempt of this same checkpoint, whose
+    // outcome was unknown: that attempt held the partitions' ownership
+    // rows, which `refresh_ownership` has locked since, so it is over and
+    // its offsets are visible. The rest are new: a plain insert, with no
+    // unique key to check (a third of what a letter cost Postgres).
+    let mut partitions: Vec<i32> = cp.dead_letters.iter().map(|l| l.partition).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let stored: Vec<(i32, i64)> = co::table
+        .filter(co::group_id.eq(&cp.group_id))
+        .filter(co::topic.eq(&cp.topic))
+        .filter(co::partition.eq_any(&partitions))
+        .select((co::partition, co::next_offset))
+        .load(conn)?;
+    let committed = |letter: &DeadLetter| {
+        stored
+            .iter()
+            .any(|(p, next)| *p == letter.partition && letter.offset < *next)
     };
-    let sql = format!(
-        "INSERT INTO dead_letters \
-         (topic, partition, kafka_offset, reason, error, payload, kafka_key, received_at) \
-         SELECT t, p, o, r, e, b, k, now() FROM unnest($1::text[], $2::int4[], $3::int8[], \
-         $4::text[], $5::text[], $6::bytea[], $7::bytea[]) AS x(t, p, o, r, e, b, k){skip_stored}"
-    );
-    per_statement(&cp.dead_letters, |letters| {
-        insert_dead_letter_chunk(conn, cp, &sql, letters)
-    })?;
+    let new: Vec<&DeadLetter> = cp.dead_letters.iter().filter(|l| !committed(l)).collect();
+    per_statement(&new, |letters| insert_dead_letter_chunk(conn, cp, letters))?;
     Ok(())
 }
 
-/// Runs `sql` with `letters` bound as column arrays; returns the rows it
-/// wrote.
+/// The insert of dead letters bound as column arrays.
+const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters \
+    (topic, partition, kafka_offset, reason, error, payload, kafka_key, received_at) \
+    SELECT t, p, o, r, e, b, k, now() FROM unnest($1::text[], $2::int4[], $3::int8[], \
+    $4::text[], $5::text[], $6::bytea[], $7::bytea[]) AS x(t, p, o, r, e, b, k)";
+
+/// Inserts `letters`, bound as column arrays; returns the rows it wrote.
 fn insert_dead_letter_chunk(
     conn: &mut PgConnection,
     cp: &Checkpoint,
-    sql: &str,
-    letters: &[DeadLetter],
+    letters: &[&DeadLetter],
 ) -> Result<usize> {
     let n = letters.len();
     let (mut topics, mut partitions, mut offsets) = (
@@ -132,7 +144,7 @@ fn insert_dead_letter_chunk(
         payloads.push(letter.payload.as_slice());
         keys.push(letter.key.as_deref());
     }
-    Ok(diesel::sql_query(sql)
+    Ok(diesel::sql_query(INSERT_DEAD_LETTERS)
         .bind::<Array<Text>, _>(&topics)
         .bind::<Array<Integer>, _>(&partitions)
         .bind::<Array<BigInt>, _>(&offsets)
