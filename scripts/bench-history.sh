@@ -15,24 +15,10 @@ cargo build --release -j2 --bin streamstats
 sizes=${SIZES:-"100x100 1000x2000"}
 duration=${DURATION:-5s}
 rounds=${ROUNDS:-3}
+source scripts/stack-lib.sh
 port=18100
-pg_port=55998
-dir=$(mktemp -d)
-chmod 755 "$dir"
-psql=$(ls -d /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -n 1)
-[ -x "$psql" ] || psql=$(command -v psql)
-sql() { "$psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U streamstats -d streamstats "$@"; }
-
-./target/release/streamstats stack --fresh --dir "$dir" --http-port $port \
-    --pg-port $pg_port --kafka-port 19998 --prometheus-port 19989 --rate 0 \
-    >"$dir/stack.out" 2>"$dir/stack.err" &
-stack=$!
-trap 'kill -INT $stack 2>/dev/null; wait $stack 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 1 120); do
-    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-    sleep 1
-done
-curl -fsS "http://127.0.0.1:$port/health" >/dev/null
+start_stack $port 55998 19998 19989 0
+wait_until curl -fsS "http://127.0.0.1:$port/health"
 
 # STREAMS streams x MINUTES minutes ending at the current minute; values are
 # arbitrary but deterministic. stream_state is filled

@@ -10,18 +10,10 @@ if ! command -v wrk >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
 fi
 cargo build --release -j2 --bin streamstats
-dir=$(mktemp -d)
+source scripts/stack-lib.sh
 port=18000
-./target/release/streamstats stack --fresh --dir "$dir" --http-port $port \
-    --pg-port 55999 --kafka-port 19999 --prometheus-port 19990 \
-    --rate "${GEN_RATE:-2000}" >"$dir/stack.out" 2>"$dir/stack.err" &
-stack=$!
-trap 'kill -INT $stack 2>/dev/null; wait $stack 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 1 120); do
-    curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
-    sleep 1
-done
-curl -fsS "http://127.0.0.1:$port/ready" >/dev/null
+start_stack $port 55999 19999 19990 "${GEN_RATE:-2000}"
+wait_until curl -fsS "http://127.0.0.1:$port/ready"
 # Let windows accumulate so the queries have rows to read.
 sleep 20
 for path in /metrics/latest '/streams/top?by=donations_usd&minutes=60'; do

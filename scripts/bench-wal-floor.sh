@@ -24,22 +24,9 @@ cargo build --release -j2 --bin streamstats
 checkpoints=${CHECKPOINTS:-6}
 events=300000
 per=$(( (events + checkpoints - 1) / checkpoints ))
-pg_port=55997
-dir=$(mktemp -d)
-chmod 755 "$dir"
-psql=$(ls -d /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -n 1)
-[ -x "$psql" ] || psql=$(command -v psql)
-sql() { "$psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U streamstats -d streamstats "$@"; }
-
-./target/release/streamstats stack --fresh --dir "$dir" --http-port 18101 \
-    --pg-port $pg_port --kafka-port 19997 --prometheus-port 19988 --rate 0 \
-    >"$dir/stack.out" 2>"$dir/stack.err" &
-stack=$!
-trap 'kill -INT $stack 2>/dev/null; wait $stack 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 1 120); do
-    sql -c "SELECT 1" >/dev/null 2>&1 && break
-    sleep 1
-done
+source scripts/stack-lib.sh
+start_stack 18101 55997 19997 19988 0
+wait_until sql -c "SELECT 1"
 
 {
 cat <<SQL
@@ -132,5 +119,5 @@ SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 2) AS secon
        (SELECT count(*) FROM m WHERE is_final) AS final_rows,
        (SELECT count(*) FROM st) AS streams;
 SQL
-} > "$dir/floor.sql"
-sql -f "$dir/floor.sql"
+} > "$stack_dir/floor.sql"
+sql -f "$stack_dir/floor.sql"
