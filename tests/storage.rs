@@ -222,16 +222,8 @@ fn wide_checkpoint(n: usize, events: i64, stored: bool) -> Checkpoint {
             r
         })
         .collect();
-    cp.dead_letters = (0..n)
-        .map(|i| DeadLetter {
-            partition: 0,
-            offset: i as i64 + events * n as i64,
-            reason: RejectReason::InvalidJson,
-            error: "not JSON".to_owned(),
-            payload: b"{".to_vec(),
-            key: None,
-        })
-        .collect();
+    let first = events * n as i64;
+    cp.dead_letters = letters(0, first..first + n as i64);
     cp
 }
 

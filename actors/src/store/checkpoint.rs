@@ -7,7 +7,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
-use super::ownership::refresh_ownership;
+use super::ownership::{refresh_ownership, stored_offsets};
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text};
 
 use super::schema::consumer_offsets as co;
@@ -94,12 +94,7 @@ fn insert_dead_letters(conn: &mut PgConnection, cp: &Checkpoint) -> Result<()> {
     let mut partitions: Vec<i32> = cp.dead_letters.iter().map(|l| l.partition).collect();
     partitions.sort_unstable();
     partitions.dedup();
-    let stored: Vec<(i32, i64)> = co::table
-        .filter(co::group_id.eq(&cp.group_id))
-        .filter(co::topic.eq(&cp.topic))
-        .filter(co::partition.eq_any(&partitions))
-        .select((co::partition, co::next_offset))
-        .load(conn)?;
+    let stored = stored_offsets(conn, &cp.group_id, &cp.topic, &partitions)?;
     let committed = |letter: &DeadLetter| {
         stored
             .iter()

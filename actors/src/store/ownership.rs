@@ -199,18 +199,29 @@ fn take_over(
     Ok(())
 }
 
+/// The next offset `group_id` committed for each of `partitions` of
+/// `topic` that has one.
+pub(super) fn stored_offsets(
+    conn: &mut PgConnection,
+    group_id: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, i64)>> {
+    Ok(co::table
+        .filter(co::group_id.eq(group_id))
+        .filter(co::topic.eq(topic))
+        .filter(co::partition.eq_any(partitions))
+        .select((co::partition, co::next_offset))
+        .load(conn)?)
+}
+
 fn load(
     conn: &mut PgConnection,
     group_id: &str,
     topic: &str,
     partitions: &[i32],
 ) -> Result<Restored> {
-    let offsets: Vec<(i32, i64)> = co::table
-        .filter(co::group_id.eq(group_id))
-        .filter(co::topic.eq(topic))
-        .filter(co::partition.eq_any(partitions))
-        .select((co::partition, co::next_offset))
-        .load(conn)?;
+    let offsets = stored_offsets(conn, group_id, topic, partitions)?;
     let open = open_streams(conn, topic, partitions)?;
     let streams = load_streams(conn, &open)?
         .into_iter()

@@ -116,7 +116,7 @@ pub(super) fn write_states(
     match mode {
         WriteMode::Upsert => {
             let mut all: Vec<&StreamRecord> = streams.iter().collect();
-            all.sort_unstable_by(|a, b| a.state.stream_id.cmp(&b.state.stream_id));
+            states_in_key_order(&mut all);
             let sql = format!(
                 "{INSERT_STATES}{STATES} ON CONFLICT (stream_id) DO UPDATE SET \
                  is_live = excluded.is_live, active_viewers = excluded.active_viewers, \
@@ -131,8 +131,8 @@ pub(super) fn write_states(
         WriteMode::AsTracked => {
             let (mut old, mut new): (Vec<&StreamRecord>, Vec<&StreamRecord>) =
                 streams.iter().partition(|s| s.stored);
-            old.sort_unstable_by(|a, b| a.state.stream_id.cmp(&b.state.stream_id));
-            new.sort_unstable_by(|a, b| a.state.stream_id.cmp(&b.state.stream_id));
+            states_in_key_order(&mut old);
+            states_in_key_order(&mut new);
             bind_states(conn, &format!("{INSERT_STATES}{STATES}"), topic, &new, now)?;
             let sql = format!("{UPDATE_STATES}{STATES} WHERE ss.stream_id = t.s");
             let updated = bind_states(conn, &sql, topic, &old, now)?;
@@ -150,6 +150,12 @@ fn in_key_order(rows: &mut [&WindowRow]) {
     rows.sort_unstable_by(|a, b| {
         (a.window_start, &a.stream_id).cmp(&(b.window_start, &b.stream_id))
     });
+}
+
+/// Sorts `streams` by the primary key of `stream_state`, for the same
+/// reason as [`in_key_order`].
+fn states_in_key_order(streams: &mut [&StreamRecord]) {
+    streams.sort_unstable_by(|a, b| a.state.stream_id.cmp(&b.state.stream_id));
 }
 
 /// `rows` as (stored, new) by their `stored` flags; a row without a flag
