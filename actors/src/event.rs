@@ -15,6 +15,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::event_scan::Scanned;
+
 /// Largest payload parsed; bigger messages are rejected unread.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Longest `stream_id`, in characters (SPEC §2).
@@ -243,13 +245,20 @@ pub(crate) struct Fields<'a> {
     event_type: Option<Field<'a>>,
     stream_id: Option<Field<'a>>,
     user_id: Option<Field<'a>>,
-    message_len: Option<&'a RawValue>,
-    amount: Option<&'a RawValue>,
+    /// Raw JSON text.
+    message_len: Option<&'a str>,
+    /// Raw JSON text of `amount_usd`, or else of the legacy `amount`.
+    amount: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
-    /// Parses `text`, an object: in one pass when it has the usual shape.
+    /// Parses `text`, an object: in one pass when it has the usual shape
+    /// (by [`event_scan`](crate::event_scan) when it is flat, else by
+    /// `serde_json` with borrowed strings), else with raw string fields.
     pub(crate) fn parse(text: &'a str) -> Result<Fields<'a>, Rejection> {
+        if let Some(scanned) = crate::event_scan::scan(text) {
+            return Ok(Fields::from(scanned));
+        }
         match serde_json::from_str::<Wire<'a, &'a str>>(text) {
             Ok(wire) => Ok(Fields::from(wire)),
             Err(_) => Fields::parse_raw(text),
@@ -264,6 +273,35 @@ impl<'a> Fields<'a> {
     }
 }
 
+#[cfg(test)]
+impl<'a> Fields<'a> {
+    /// The one-pass parse by `serde_json` alone, without the scanner.
+    pub(crate) fn parse_serde(text: &'a str) -> Option<Fields<'a>> {
+        serde_json::from_str::<Wire<'a, &'a str>>(text)
+            .ok()
+            .map(Fields::from)
+    }
+
+    /// Each field's JSON text, for comparisons.
+    pub(crate) fn texts(&self) -> [Option<&'a str>; 7] {
+        let text = |f: Option<Field<'a>>| {
+            f.map(|f| match f {
+                Field::Plain(t) => t,
+                Field::Raw(r) => r.get(),
+            })
+        };
+        [
+            text(self.event_id),
+            text(self.ts),
+            text(self.event_type),
+            text(self.stream_id),
+            text(self.user_id),
+            self.message_len,
+            self.amount,
+        ]
+    }
+}
+
 impl<'a, S: Into<Field<'a>>> From<Wire<'a, S>> for Fields<'a> {
     fn from(w: Wire<'a, S>) -> Self {
         Fields {
@@ -272,8 +310,22 @@ impl<'a, S: Into<Field<'a>>> From<Wire<'a, S>> for Fields<'a> {
             event_type: w.event_type.map(Into::into),
             stream_id: w.stream_id.map(Into::into),
             user_id: w.user_id.map(Into::into),
-            message_len: w.message_len,
-            amount: w.amount_usd.or(w.amount),
+            message_len: w.message_len.map(RawValue::get),
+            amount: w.amount_usd.or(w.amount).map(RawValue::get),
+        }
+    }
+}
+
+impl<'a> From<Scanned<'a>> for Fields<'a> {
+    fn from(s: Scanned<'a>) -> Self {
+        Fields {
+            event_id: s.event_id.map(Field::Plain),
+            ts: s.ts.map(Field::Plain),
+            event_type: s.event_type.map(Field::Plain),
+            stream_id: s.stream_id.map(Field::Plain),
+            user_id: s.user_id.map(Field::Plain),
+            message_len: s.message_len,
+            amount: s.amount_usd.or(s.amount),
         }
     }
 }
@@ -344,7 +396,7 @@ impl Event {
         log_time: Option<DateTime<Utc>>,
         max_future_skew: TimeDelta,
     ) -> Result<Event, Rejection> {
-        id_field(
+        id_text(
             "event_id",
             required("event_id", wire.event_id)?,
             MAX_ID_CHARS,
@@ -406,7 +458,11 @@ fn string_field<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Rejec
     }
 }
 
-fn id_field(name: &str, field: Field<'_>, max_chars: usize) -> Result<Id, Rejection> {
+/// An id's value, once checked: 1 to `max_chars` characters, no NUL.
+fn id_text<'a>(name: &str, field: Field<'a>, max_chars: usize) -> Result<Cow<'a, str>, Rejection> {
+    // A string without escapes holds no NUL: JSON does not allow a raw
+    // control character in a string, so only a decoded `\u0000` can.
+    let may_hold_nul = matches!(field, Field::Raw(_));
     let value = field.string(name)?;
     // A string of at most `max_chars` bytes has at most that many
     // characters: count them only for longer ones.
@@ -421,13 +477,18 @@ fn id_field(name: &str, field: Field<'_>, max_chars: usize) -> Result<Id, Reject
             format!("{name} must be 1 to {max_chars} characters, got {chars}"),
         ));
     }
-    if value.contains('\0') {
+    if may_hold_nul && value.contains('\0') {
         return Err(reject(
             RejectReason::InvalidId,
             format!("{name} contains a NUL character, which Postgres text cannot store"),
         ));
     }
-    Ok(Id::from(value.as_ref()))
+    Ok(value)
+}
+
+/// An id kept by the event.
+fn id_field(name: &str, field: Field<'_>, max_chars: usize) -> Result<Id, Rejection> {
+    id_text(name, field, max_chars).map(|value| Id::from(value.as_ref()))
 }
 
 fn timestamp(
@@ -466,8 +527,7 @@ fn timestamp(
     Ok(ts)
 }
 
-fn message_len(raw: &RawValue) -> Result<i64, Rejection> {
-    let text = raw.get();
+fn message_len(text: &str) -> Result<i64, Rejection> {
     if !is_json_number(text) || text.contains(['.', 'e', 'E']) {
         return Err(reject(
             RejectReason::WrongType,
@@ -486,8 +546,7 @@ fn message_len(raw: &RawValue) -> Result<i64, Rejection> {
     }
 }
 
-fn amount_cents(raw: &RawValue) -> Result<i64, Rejection> {
-    let text = raw.get();
+fn amount_cents(text: &str) -> Result<i64, Rejection> {
     if !is_json_number(text) {
         return Err(reject(
             RejectReason::WrongType,

@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod event;
 #[cfg(test)]
 mod event_fuzz;
+mod event_scan;
 pub mod generator;
 pub mod hash;
 pub mod lines;
