@@ -308,6 +308,25 @@ pub enum Phase {
     Final,
 }
 
+/// Events per checkpoint near the end of a bounded input, as a fraction
+/// of the usual count.
+const END_CHECKPOINT_DIVISOR: u64 = 16;
+
+/// Whether a checkpoint falls due `since` events after the last barrier,
+/// with one due every `every` events. A bounded input (a file source)
+/// knows about how many lines it has left: near its end (fewer than
+/// `every`), checkpoints follow each other (one falls due after a
+/// sixteenth of `every` and starts when the one in flight commits). So the
+/// last one, written after the last line while the reader is done, holds
+/// only what was read while the one before it committed, not up to
+/// `every` events.
+pub fn checkpoint_due(since: u64, every: u64, lines_left: Option<u64>) -> bool {
+    match lines_left {
+        Some(left) if left < every => since >= (every / END_CHECKPOINT_DIVISOR).max(1),
+        _ => since >= every,
+    }
+}
+
 /// What the consumer does after a [`Phase`] transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -424,6 +443,21 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_follow_each_other_near_the_end_of_a_bounded_input() {
+        let every = 160_000;
+        // Kafka, or a file far from its end: every `every` events.
+        for left in [None, Some(u64::MAX), Some(every)] {
+            assert!(!checkpoint_due(every - 1, every, left), "{left:?}");
+            assert!(checkpoint_due(every, every, left), "{left:?}");
+        }
+        // Fewer lines left than one checkpoint's worth: a sixteenth.
+        assert!(!checkpoint_due(9_999, every, Some(every - 1)));
+        assert!(checkpoint_due(10_000, every, Some(every - 1)));
+        assert!(checkpoint_due(1, 1, Some(0)));
+        assert!(!checkpoint_due(0, 1, Some(0)));
+    }
 
     #[test]
     fn one_checkpoint_in_flight_and_shutdown_waits_for_it() {

@@ -96,11 +96,14 @@ pub(super) struct BatchPool {
 }
 
 impl BatchPool {
-    /// Keeps `batch` for reuse.
+    /// Keeps `batch` until every window actor is done with it; of the
+    /// batches already back, `KEPT_BATCHES` stay for reuse.
     pub fn lend(&mut self, batch: Arc<PollBatch>) {
-        if self.lent.len() >= KEPT_BATCHES {
-            self.lent.pop_front();
-        }
+        let mut back = 0;
+        self.lent.retain(|b| {
+            back += usize::from(Arc::strong_count(b) == 1);
+            Arc::strong_count(b) > 1 || back <= KEPT_BATCHES
+        });
         self.lent.push_back(batch);
     }
 
@@ -109,5 +112,69 @@ impl BatchPool {
         let back = self.lent.iter().position(|b| Arc::strong_count(b) == 1)?;
         let batch = self.lent.remove(back)?;
         Arc::try_unwrap(batch).ok()
+    }
+
+    /// Events sent to window actors that some actor has not applied yet
+    /// (counted by batch: a batch counts whole until every actor is done).
+    pub fn backlog(&self) -> usize {
+        self.lent
+            .iter()
+            .filter(|b| Arc::strong_count(b) > 1)
+            .map(|b| b.events.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::Envelope;
+
+    fn batch(events: usize) -> Arc<PollBatch> {
+        let event = crate::event::Event::parse(
+            br#"{"event_id":"e","ts":"2025-01-01T00:00:00Z","event_type":"stream_start","stream_id":"s"}"#,
+            chrono::Utc::now(),
+        )
+        .expect("valid");
+        let envelope = Envelope {
+            event,
+            partition: 0,
+            offset: 0,
+            payload: 0..0,
+            keyed: false,
+        };
+        Arc::new(PollBatch {
+            events: vec![envelope; events],
+            payloads: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_backlog_counts_batches_until_every_actor_is_done() {
+        let mut pool = BatchPool::default();
+        let (a, b) = (batch(3), batch(5));
+        // Two actors hold `a`, one holds `b`.
+        let held = [a.clone(), a.clone(), b.clone()];
+        pool.lend(a);
+        pool.lend(b);
+        assert_eq!(pool.backlog(), 8);
+        assert!(pool.reclaim().is_none(), "nothing is back");
+        let [a1, a2, b1] = held;
+        drop(a1);
+        assert_eq!(pool.backlog(), 8, "one actor still holds a");
+        drop(a2);
+        assert_eq!(pool.backlog(), 5);
+        drop(b1);
+        assert_eq!(pool.backlog(), 0);
+        assert!(pool.reclaim().is_some());
+    }
+
+    #[test]
+    fn only_a_few_returned_batches_are_kept() {
+        let mut pool = BatchPool::default();
+        for _ in 0..3 * KEPT_BATCHES {
+            pool.lend(batch(1));
+        }
+        assert_eq!(pool.lent.len(), KEPT_BATCHES + 1);
     }
 }

@@ -88,17 +88,30 @@ pub(super) struct FileSource {
     next: LinePosition,
     /// Bytes of the files read so far (compressed bytes for gzip).
     read_bytes: Arc<AtomicU64>,
+    /// Bytes of all the files, as counted in `read_bytes`.
+    total_bytes: u64,
 }
 
 impl FileSource {
     /// A source over `paths`, counting the bytes it reads in `read_bytes`.
     pub fn new(paths: Vec<PathBuf>, read_bytes: Arc<AtomicU64>) -> Self {
+        let total_bytes = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
         FileSource {
             paths,
             open: None,
             next: LinePosition::START,
             read_bytes,
+            total_bytes,
         }
+    }
+
+    /// Bytes read so far and bytes left, as counted in `read_bytes`.
+    fn progress(&self) -> (u64, u64) {
+        let read = self.read_bytes.load(Ordering::Relaxed);
+        (read, self.total_bytes.saturating_sub(read))
     }
 
     /// Positions the source at `next` (a committed next offset's position):
@@ -189,6 +202,9 @@ pub(super) struct ParsedBatch {
     pub read_at: DateTime<Utc>,
     /// The last file ended with this batch.
     pub ended: bool,
+    /// Lines estimated to be left after this batch, at the rate of lines
+    /// per byte read so far (`u64::MAX` before anything is read).
+    pub lines_left: u64,
 }
 
 /// The files of a source, before and after the claim positions them.
@@ -236,18 +252,27 @@ impl FileReader {
             // Bytes of the last batch: a fresh buffer is allocated at that
             // size at once rather than grown (and copied) line by line.
             let mut last_bytes = 0;
+            // Bytes read before the first batch (the skipped part on a
+            // resume), and lines read since: the rate of the estimate.
+            let (skipped_bytes, _) = source.progress();
+            let mut lines_read = 0u64;
             let batch_lines = LINES_PER_THREAD * rayon::current_num_threads();
             loop {
                 let mut lines = recycled.try_recv().unwrap_or_default();
                 lines.buf.reserve(last_bytes);
                 let read = source.read_batch(&mut lines, batch_lines).map(|ended| {
                     last_bytes = lines.buf.len();
+                    lines_read += lines.lines.len() as u64;
+                    let (read, left) = source.progress();
+                    let lines_left =
+                        estimate_left(lines_read, read.saturating_sub(skipped_bytes), left);
                     let read_at = Utc::now();
                     parse_in_parallel(&mut lines, Some(read_at), skew);
                     ParsedBatch {
                         lines,
                         read_at,
                         ended,
+                        lines_left: if ended { 0 } else { lines_left },
                     }
                 });
                 let last = read.as_ref().map_or(true, |b| b.ended);
@@ -278,6 +303,15 @@ impl FileReader {
     pub fn recycle(&self, lines: LineBatch) {
         let _ = self.recycle.send(lines);
     }
+}
+
+/// Lines left in `left` bytes, at the rate of `lines` in `read` bytes.
+fn estimate_left(lines: u64, read: u64, left: u64) -> u64 {
+    if read == 0 {
+        return u64::MAX;
+    }
+    let estimate = u128::from(left) * u128::from(lines) / u128::from(read);
+    u64::try_from(estimate).unwrap_or(u64::MAX)
 }
 
 /// Parses a batch of lines on rayon's pool into `lines.parsed` (reusing
@@ -320,6 +354,14 @@ fn open(path: &Path, read_bytes: &Arc<AtomicU64>) -> Result<Box<dyn BufRead + Se
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn lines_left_are_estimated_at_the_rate_read_so_far() {
+        assert_eq!(estimate_left(0, 0, 1_000), u64::MAX, "nothing read yet");
+        assert_eq!(estimate_left(10, 1_000, 3_000), 30);
+        assert_eq!(estimate_left(10, 1_000, 0), 0);
+        assert_eq!(estimate_left(u64::MAX, 1, u64::MAX), u64::MAX);
+    }
 
     fn read_all(source: &mut FileSource) -> Vec<(String, LinePosition)> {
         let mut out = Vec::new();

@@ -92,6 +92,8 @@ pub(super) struct Incarnation {
     pub partitions: BTreeMap<i32, Position>,
     pub streams: FastMap<String, StreamEntry>,
     pub pending: Pending,
+    /// Lines a file source estimates it has left; `None` for Kafka.
+    pub lines_left: Option<u64>,
     pub phase: Phase,
     /// Self-assignment: the partitions are claimed and assigned.
     pub claimed: bool,
@@ -125,6 +127,7 @@ impl Incarnation {
             partitions: BTreeMap::new(),
             streams: FastMap::default(),
             pending: Pending::default(),
+            lines_left: None,
             phase: Phase::Idle,
             claimed: false,
             claim_reported: false,

@@ -19,7 +19,7 @@ use super::{
     AssignmentEvent, ConsumerActor, ConsumerError, Env, Lifecycle, PipelineContext, Poll,
     IDLE_POLL, MAX_BATCH, RESTORE_RETRY,
 };
-use crate::checkpoint::DeadLetter;
+use crate::checkpoint::{checkpoint_due, DeadLetter};
 use crate::event::{Event, Rejection};
 use crate::messages::WindowFailed;
 use crate::supervise::ActorKind;
@@ -29,6 +29,13 @@ const FILE_WAIT: Duration = Duration::from_millis(20);
 /// Re-check of a read paused by `max_uncommitted_events` when no commit
 /// resumes it first.
 const PAUSED_POLL: Duration = Duration::from_millis(50);
+/// Events sent to window actors and not yet applied at which reading
+/// waits: the readers and parsers cannot run ahead of the window actors
+/// by more, so a checkpoint barrier queued behind them is answered soon
+/// and the CPU goes where the pipeline is slowest.
+const WINDOW_BACKLOG: usize = 40_000;
+/// Re-check of a read waiting for the window actors.
+const BACKLOG_POLL: Duration = Duration::from_millis(1);
 
 /// Where a record's raw payload is.
 enum Payload<'a> {
@@ -165,7 +172,9 @@ impl Incarnation {
             mut lines,
             read_at,
             ended,
+            lines_left,
         } = read?;
+        self.lines_left = Some(lines_left);
         // The lines as read become the batch's payload buffer, and the
         // reader gets the buffer of an earlier batch back instead.
         let spare = std::mem::take(&mut batch.data.payloads);
@@ -259,7 +268,8 @@ impl ConsumerActor {
             let step = inc.phase.shutdown();
             return self.advance(step, ctx);
         }
-        let step = if inc.pending.events_since_barrier >= cfg.checkpoint_events {
+        let since = inc.pending.events_since_barrier;
+        let step = if checkpoint_due(since, cfg.checkpoint_events, inc.lines_left) {
             inc.phase.due()
         } else {
             crate::checkpoint::Step::Wait
@@ -278,8 +288,18 @@ impl ConsumerActor {
             let delay = if held { RESTORE_RETRY } else { PAUSED_POLL };
             let handle = ctx.notify_later(Poll, delay);
             inc.paused_poll = Some(handle);
+        } else if inc.batches.backlog() >= WINDOW_BACKLOG {
+            ctx.notify_later(Poll, BACKLOG_POLL);
         } else if full {
-            ctx.notify(Poll);
+            // Read on at once, but through the runtime: a `notify` alone
+            // would run the next poll inside the same wake-up of this
+            // actor's task, which then never yields, and the checkpoint
+            // answers it awaits stall (tokio's cooperative budget of the
+            // task runs out) until reading stops.
+            let next = tokio::task::yield_now()
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.notify(Poll));
+            ctx.spawn(next);
         } else {
             ctx.notify_later(Poll, IDLE_POLL);
         }
