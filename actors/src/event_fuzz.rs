@@ -151,10 +151,15 @@ proptest! {
     #[test]
     fn the_scanner_accepts_only_what_serde_reads_the_same(
         members in proptest::collection::vec((member_key(), member_value()), 0..8),
-        ws in proptest::collection::vec(
-            prop_oneof![5 => Just(""), 3 => Just(" "), 1 => Just("\n"), 1 => Just("\t\r ")],
-            40,
-        ),
+        // Mostly spaces only: a tab or line break anywhere sends the
+        // payload to serde_json, so the scanner would rarely be exercised.
+        ws in prop_oneof![
+            3 => proptest::collection::vec(prop_oneof![Just(""), Just(" ")], 40),
+            1 => proptest::collection::vec(
+                prop_oneof![3 => Just(""), 1 => Just(" "), 1 => Just("\n"), 1 => Just("\t\r ")],
+                40,
+            ),
+        ],
         cut in 0usize..400,
         byte in prop_oneof![Just(b','), Just(b'"'), Just(b'}'), Just(b':'), Just(b'\\'), any::<u8>()],
     ) {
