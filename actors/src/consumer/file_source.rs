@@ -66,16 +66,19 @@ pub(super) struct LineBatch {
     pub parsed: Vec<Result<Event, Rejection>>,
 }
 
-/// Counts the bytes read from a file, for the progress bar.
+/// Counts the bytes read from a file: for the progress bar (shared with
+/// the pipeline's status) and for this source's own estimate.
 struct Counting<R> {
     inner: R,
     read: Arc<AtomicU64>,
+    own: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
+        self.own.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -88,6 +91,9 @@ pub(super) struct FileSource {
     next: LinePosition,
     /// Bytes of the files read so far (compressed bytes for gzip).
     read_bytes: Arc<AtomicU64>,
+    /// The same count for this source alone (a reader of an earlier
+    /// incarnation may still be adding to `read_bytes` for a moment).
+    own_bytes: Arc<AtomicU64>,
     /// Bytes of all the files, as counted in `read_bytes`.
     total_bytes: u64,
 }
@@ -104,24 +110,33 @@ impl FileSource {
             open: None,
             next: LinePosition::START,
             read_bytes,
+            own_bytes: Arc::default(),
             total_bytes,
         }
     }
 
-    /// Bytes read so far and bytes left, as counted in `read_bytes`.
+    /// Opens `path`, counting what is read from it.
+    fn open_counted(&self, path: &Path) -> Result<Box<dyn BufRead + Send>, ReadError> {
+        open(path, &self.read_bytes, &self.own_bytes)
+    }
+
+    /// Bytes this source read so far and bytes left.
     fn progress(&self) -> (u64, u64) {
-        let read = self.read_bytes.load(Ordering::Relaxed);
+        let read = self.own_bytes.load(Ordering::Relaxed);
         (read, self.total_bytes.saturating_sub(read))
     }
 
     /// Positions the source at `next` (a committed next offset's position):
     /// the lines before it in its file are read and skipped.
     pub fn seek(&mut self, next: LinePosition) -> Result<(), ReadError> {
-        self.read_bytes.store(0, Ordering::Relaxed);
-        for path in self.paths.iter().take(next.file) {
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            self.read_bytes.fetch_add(size, Ordering::Relaxed);
-        }
+        let before: u64 = self
+            .paths
+            .iter()
+            .take(next.file)
+            .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+            .sum();
+        self.read_bytes.store(before, Ordering::Relaxed);
+        self.own_bytes.store(before, Ordering::Relaxed);
         self.open = None;
         self.next = LinePosition {
             file: next.file,
@@ -130,7 +145,7 @@ impl FileSource {
         let Some(path) = self.paths.get(next.file) else {
             return Ok(());
         };
-        let mut reader = open(path, &self.read_bytes)?;
+        let mut reader = self.open_counted(path)?;
         let mut skipped = Vec::new();
         while self.next.line < next.line {
             skipped.clear();
@@ -163,7 +178,8 @@ impl FileSource {
                     let Some(path) = self.paths.get(self.next.file) else {
                         return Ok(true);
                     };
-                    self.open.insert(open(path, &self.read_bytes)?)
+                    let reader = self.open_counted(path)?;
+                    self.open.insert(reader)
                 }
             };
             let start = batch.buf.len();
@@ -333,11 +349,16 @@ fn read_error(path: &Path, source: io::Error) -> ReadError {
 }
 
 /// Opens a file for reading, through a gzip decoder if its name ends in `.gz`.
-fn open(path: &Path, read_bytes: &Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, ReadError> {
+fn open(
+    path: &Path,
+    read_bytes: &Arc<AtomicU64>,
+    own_bytes: &Arc<AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>, ReadError> {
     let file = File::open(path).map_err(|source| read_error(path, source))?;
     let counted = Counting {
         inner: file,
         read: read_bytes.clone(),
+        own: own_bytes.clone(),
     };
     let gzip = path.extension().is_some_and(|e| e == "gz");
     Ok(if gzip {

@@ -51,6 +51,11 @@ use crate::writer::WriterActor;
 use file_source::{FileInput, FileSource};
 use incarnation::{Incarnation, Input};
 
+/// Events sent to window actors and not yet applied at which reading
+/// waits: the readers and parsers cannot run ahead of the window actors
+/// by more, so a checkpoint barrier queued behind them is answered soon
+/// and the CPU goes where the pipeline is slowest.
+const WINDOW_BACKLOG: usize = 40_000;
 /// Most messages taken from librdkafka in one poll batch.
 const MAX_BATCH: usize = 5_000;
 /// Pause between polls when the last batch drained the local queue.
@@ -402,7 +407,9 @@ impl Handler<Poll> for ConsumerActor {
                 return self.fail(ActorKind::Consumer, ConsumerError::Panicked(reason), ctx)
             }
         }
-        if inc.pending.uncommitted >= env.cfg.max_uncommitted_events {
+        if inc.pending.uncommitted >= env.cfg.max_uncommitted_events
+            || inc.batches.backlog() >= WINDOW_BACKLOG
+        {
             return self.schedule_poll(false, ctx);
         }
         match catch(|| inc.poll_batch(env, &recipient)) {

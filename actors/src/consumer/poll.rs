@@ -17,7 +17,7 @@ use super::file_source::{FileInput, ParsedBatch};
 use super::incarnation::{Incarnation, Input};
 use super::{
     AssignmentEvent, ConsumerActor, ConsumerError, Env, Lifecycle, PipelineContext, Poll,
-    IDLE_POLL, MAX_BATCH, RESTORE_RETRY,
+    IDLE_POLL, MAX_BATCH, RESTORE_RETRY, WINDOW_BACKLOG,
 };
 use crate::checkpoint::{checkpoint_due, DeadLetter};
 use crate::event::{Event, Rejection};
@@ -29,11 +29,6 @@ const FILE_WAIT: Duration = Duration::from_millis(20);
 /// Re-check of a read paused by `max_uncommitted_events` when no commit
 /// resumes it first.
 const PAUSED_POLL: Duration = Duration::from_millis(50);
-/// Events sent to window actors and not yet applied at which reading
-/// waits: the readers and parsers cannot run ahead of the window actors
-/// by more, so a checkpoint barrier queued behind them is answered soon
-/// and the CPU goes where the pipeline is slowest.
-const WINDOW_BACKLOG: usize = 40_000;
 /// Re-check of a read waiting for the window actors.
 const BACKLOG_POLL: Duration = Duration::from_millis(1);
 
