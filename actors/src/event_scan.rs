@@ -56,9 +56,10 @@ impl<'a> Cursor<'a> {
         self.text.as_bytes().get(self.at).copied()
     }
 
-    /// Skips JSON whitespace (the four bytes `serde_json` skips).
+    /// Skips whitespace: spaces, the only JSON whitespace a payload can
+    /// hold once [`scan`] has refused control characters.
     fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+        while self.peek() == Some(b' ') {
             self.at += 1;
         }
     }
@@ -255,6 +256,8 @@ mod tests {
             "{\"ts\":\n\"x\"}",
             r#"{"t\u0073": "x"}"#,
             "{\"ts\": \"a\tb\"}",
+            "{\"x\": \"\u{1f}\"}",
+            r#"{"event_type": "", "event_type": ""}"#,
             r#"{"ts": "x", "ts": "y"}"#,
             r#"{"ts": null, "ts": "y"}"#,
             r#"{"ts": 1}"#,

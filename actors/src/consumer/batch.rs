@@ -101,8 +101,9 @@ impl BatchPool {
     pub fn lend(&mut self, batch: Arc<PollBatch>) {
         let mut back = 0;
         self.lent.retain(|b| {
-            back += usize::from(Arc::strong_count(b) == 1);
-            Arc::strong_count(b) > 1 || back <= KEPT_BATCHES
+            let held = Arc::strong_count(b) > 1;
+            back += usize::from(!held);
+            held || back <= KEPT_BATCHES
         });
         self.lent.push_back(batch);
     }

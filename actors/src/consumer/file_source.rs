@@ -101,10 +101,7 @@ pub(super) struct FileSource {
 impl FileSource {
     /// A source over `paths`, counting the bytes it reads in `read_bytes`.
     pub fn new(paths: Vec<PathBuf>, read_bytes: Arc<AtomicU64>) -> Self {
-        let total_bytes = paths
-            .iter()
-            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-            .sum();
+        let total_bytes = paths.iter().map(|p| file_size(p)).sum();
         FileSource {
             paths,
             open: None,
@@ -133,7 +130,7 @@ impl FileSource {
             .paths
             .iter()
             .take(next.file)
-            .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+            .map(|p| file_size(p))
             .sum();
         self.read_bytes.store(before, Ordering::Relaxed);
         self.own_bytes.store(before, Ordering::Relaxed);
@@ -319,6 +316,11 @@ impl FileReader {
     pub fn recycle(&self, lines: LineBatch) {
         let _ = self.recycle.send(lines);
     }
+}
+
+/// A file's size in bytes (0 if it cannot be read: opening it reports why).
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// Lines left in `left` bytes, at the rate of `lines` in `read` bytes.
